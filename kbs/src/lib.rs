@@ -1,0 +1,3 @@
+//! Key Broker Service and Attestation Service.
+
+pub mod verifier;
