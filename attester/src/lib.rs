@@ -12,6 +12,8 @@ pub enum AttesterError {
     NoTee(String),
     #[error("{tee} evidence collection failed: {reason}")]
     Collect { tee: &'static str, reason: String },
+    #[error("initdata digest {expected} is not the one bound into the TEE ({found}); refusing to run")]
+    InitDataMismatch { expected: String, found: String },
 }
 
 /// A source of evidence in the guest.
@@ -24,4 +26,9 @@ pub trait Attester: Send + Sync + Debug {
     /// zero-pad it to 64 bytes, TPM uses the first 32 bytes as qualifying data.
     /// Returns the `primary_evidence` JSON value of the attest request.
     fn evidence(&self, report_data: &[u8; 48]) -> Result<serde_json::Value, AttesterError>;
+
+    /// Check (SNP `HOST_DATA`, TDX `MRCONFIGID`) or establish (TPM: extend PCR 8) the
+    /// binding of the pod's initdata digest to this TEE. Fails when the hardware carries
+    /// another digest: the attester must then refuse to run.
+    fn bind_init_data(&self, digest: &[u8]) -> Result<(), AttesterError>;
 }

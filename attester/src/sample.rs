@@ -28,4 +28,16 @@ impl Attester for SampleAttester {
         }
         Ok(ev)
     }
+
+    fn bind_init_data(&self, digest: &[u8]) -> Result<(), AttesterError> {
+        match &self.init_data {
+            Some(have) if !have.eq_ignore_ascii_case(&hex::encode(digest)) => {
+                Err(AttesterError::InitDataMismatch {
+                    expected: hex::encode(digest),
+                    found: have.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
 }
