@@ -12,7 +12,9 @@ pub enum AttesterError {
     NoTee(String),
     #[error("{tee} evidence collection failed: {reason}")]
     Collect { tee: &'static str, reason: String },
-    #[error("initdata digest {expected} is not the one bound into the TEE ({found}); refusing to run")]
+    #[error(
+        "initdata digest {expected} is not the one bound into the TEE ({found}); refusing to run"
+    )]
     InitDataMismatch { expected: String, found: String },
 }
 
