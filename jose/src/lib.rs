@@ -59,3 +59,9 @@ pub fn now_secs() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// `N` bytes from the operating system's CSPRNG (through `rand`'s thread RNG).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    use p256::elliptic_curve::Generate;
+    <[u8; N]>::generate_from_rng(&mut rand::rng())
+}

@@ -1,0 +1,60 @@
+//! HTTP error answers: a precise status code and `{"type","detail"}` body.
+//!
+//! Unlike Trustee's KBS (401 for everything), the status says what happened:
+//! 400 malformed, 401 not authenticated, 403 policy said no, 404 no such
+//! resource, 413 too large, 429 slow down, 503 full.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            detail: detail.into(),
+        }
+    }
+    pub fn bad_request(kind: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, kind, detail)
+    }
+    pub fn unauthorized(kind: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, kind, detail)
+    }
+    pub fn forbidden(kind: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, kind, detail)
+    }
+    pub fn not_found(kind: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, kind, detail)
+    }
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        // Details go to the log, not to the client.
+        tracing::error!(error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal",
+            "internal error; see the KBS log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = kbs_types::ErrorInformation {
+            error_type: format!(
+                "https://github.com/confidential-containers/kbs/errors/{}",
+                self.kind
+            ),
+            detail: self.detail,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
