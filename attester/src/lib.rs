@@ -34,3 +34,5 @@ pub trait Attester: Send + Sync + Debug {
     /// another digest: the attester must then refuse to run.
     fn bind_init_data(&self, digest: &[u8]) -> Result<(), AttesterError>;
 }
+
+pub mod kbs_client;

@@ -1,9 +1,10 @@
 //! RCAR sessions: created by `/auth`, consumed by `/attest`, then carrying the
 //! attestation token for resource requests.
 //!
-//! Bounded: at most `max_sessions` live at once, each expires after its TTL, and
-//! a full table answers "try later" instead of growing (Trustee keeps every
-//! session of every `/auth` call in memory until it expires).
+//! Bounded: at most `max_sessions` live at once, each expires after its TTL;
+//! when the table is full the oldest attested session makes room, and if all
+//! are pending `/auth` answers "try later" instead of growing (Trustee keeps
+//! every session of every `/auth` call in memory until it expires).
 
 use kbs_types::Tee;
 use std::collections::HashMap;
@@ -63,8 +64,22 @@ impl SessionStore {
         let mut map = self.lock();
         if map.len() >= self.max {
             map.retain(|_, s| s.expires > now);
-            if map.len() >= self.max {
-                return Err(SessionError::Full);
+        }
+        if map.len() >= self.max {
+            // Attested sessions only serve cookie-based resource requests; a
+            // client whose session is evicted gets 401 and attests again. Pending
+            // sessions are never evicted, or a flood of /auth could starve
+            // honest handshakes in flight.
+            let oldest_attested = map
+                .iter()
+                .filter(|(_, s)| matches!(s.state, SessionState::Attested { .. }))
+                .min_by_key(|(_, s)| s.expires)
+                .map(|(k, _)| k.clone());
+            match oldest_attested {
+                Some(k) => {
+                    map.remove(&k);
+                }
+                None => return Err(SessionError::Full),
             }
         }
         map.insert(
@@ -169,6 +184,16 @@ mod tests {
         s.finish_attest("a", "tok".into(), Duration::from_secs(60));
         assert_eq!(s.token("a").unwrap(), "tok");
         assert_eq!(s.begin_attest("a"), Err(SessionError::AlreadyAttested));
+        // Full: the attested session "a" makes room, pending "b" stays.
+        s.create("c".into(), Tee::Sample, "n3".into()).unwrap();
+        assert_eq!(s.token("a"), Err(SessionError::Unknown));
+        assert_eq!(s.begin_attest("b").unwrap().1, "n2");
+        s.remove("b");
+        s.create("d".into(), Tee::Sample, "n4".into()).unwrap();
+        assert_eq!(
+            s.create("e".into(), Tee::Sample, "n5".into()),
+            Err(SessionError::Full)
+        );
     }
 
     #[test]

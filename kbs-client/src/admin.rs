@@ -1,0 +1,159 @@
+//! Admin verbs against the KBS admin API.
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use clap::Subcommand;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    /// File holding an admin JWT (see `mint-admin-token`).
+    #[arg(long, conflicts_with = "auth_private_key")]
+    admin_token_file: Option<PathBuf>,
+    /// Admin private key: a short-lived token is minted for this call.
+    #[arg(long)]
+    auth_private_key: Option<PathBuf>,
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Debug, Subcommand)]
+enum Verb {
+    /// Store a resource (raw bytes of the file).
+    SetResource {
+        #[arg(long)]
+        path: String,
+        #[arg(long)]
+        resource_file: PathBuf,
+    },
+    /// Delete a resource.
+    DeleteResource {
+        #[arg(long)]
+        path: String,
+    },
+    /// Replace the resource policy (Rego, package policy, rule allow).
+    SetResourcePolicy {
+        #[arg(long)]
+        policy_file: PathBuf,
+    },
+    /// Print the resource policy.
+    GetResourcePolicy,
+    /// Replace an attestation policy (Rego, package policy, rule status).
+    SetAttestationPolicy {
+        #[arg(long)]
+        policy_file: PathBuf,
+        #[arg(long, default_value = "default")]
+        id: String,
+    },
+    /// Register one reference value (repeat the verb for more values of a name
+    /// via set-reference-values).
+    SetSampleReferenceValue { name: String, value: String },
+    /// Register reference values from a JSON file: {"name": ["v1", "v2"], ...}.
+    SetReferenceValues { file: PathBuf },
+    /// Print all reference values.
+    GetReferenceValues,
+}
+
+pub fn write_private(path: &Path, pem: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(pem)?;
+    Ok(())
+}
+
+pub fn mint(private_key: &Path, ttl_secs: u64, role: &str) -> anyhow::Result<String> {
+    let pem = std::fs::read_to_string(private_key)
+        .with_context(|| format!("reading {}", private_key.display()))?;
+    let key = coco_jose::jwt::SigningKey::from_pkcs8_pem(&pem)?;
+    let now = coco_jose::now_secs();
+    Ok(key.sign(&serde_json::json!({
+        "role": role,
+        "iat": now,
+        "exp": now + ttl_secs,
+    }))?)
+}
+
+fn http(cert_file: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(p) = cert_file {
+        let pem = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        for c in rustls_pemfile::certs(&mut &pem[..]) {
+            roots.add(c?)?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()?)
+}
+
+pub async fn run(url: &str, cert_file: Option<&Path>, args: &ConfigArgs) -> anyhow::Result<()> {
+    let token = match (&args.admin_token_file, &args.auth_private_key) {
+        (Some(f), _) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading {}", f.display()))?
+            .trim()
+            .to_owned(),
+        (None, Some(k)) => mint(k, 300, "admin")?,
+        (None, None) => bail!("give --admin-token-file or --auth-private-key"),
+    };
+    let base = format!("{}/kbs/v0", url.trim_end_matches('/'));
+    let client = http(cert_file)?;
+    let b64 = |s: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let req = match &args.verb {
+        Verb::SetResource {
+            path,
+            resource_file,
+        } => client
+            .post(format!("{base}/resource/{path}"))
+            .body(read(resource_file)?),
+        Verb::DeleteResource { path } => client.delete(format!("{base}/resource/{path}")),
+        Verb::SetResourcePolicy { policy_file } => client
+            .post(format!("{base}/resource-policy"))
+            .json(&serde_json::json!({"policy": b64(&read(policy_file)?)})),
+        Verb::GetResourcePolicy => client.get(format!("{base}/resource-policy")),
+        Verb::SetAttestationPolicy { policy_file, id } => client
+            .post(format!("{base}/attestation-policy"))
+            .json(&serde_json::json!({
+                "policy_id": id, "type": "rego", "policy": b64(&read(policy_file)?)
+            })),
+        Verb::SetSampleReferenceValue { name, value } => {
+            let payload = serde_json::json!({ name: [value] }).to_string();
+            client.post(format!("{base}/reference-value")).json(
+                &serde_json::json!({"version": "0.1.0", "type": "sample", "payload": payload}),
+            )
+        }
+        Verb::SetReferenceValues { file } => {
+            let v: serde_json::Value = serde_json::from_slice(&read(file)?)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            client.post(format!("{base}/reference-value")).json(&v)
+        }
+        Verb::GetReferenceValues => client.get(format!("{base}/reference-value")),
+    };
+    let resp = req.bearer_auth(token).send().await?;
+    let status = resp.status();
+    let body = resp.text().await?;
+    if !status.is_success() {
+        bail!("KBS answered {status}: {body}");
+    }
+    if matches!(args.verb, Verb::GetResourcePolicy) {
+        let v: serde_json::Value = serde_json::from_str(&body)?;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(v["policy"].as_str().unwrap_or_default())?;
+        print!("{}", String::from_utf8_lossy(&raw));
+    } else if !body.is_empty() {
+        println!("{body}");
+    }
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! A real `kbs` process for tests and benchmarks: TLS with a throwaway CA, an
+//! admin key, a state directory, started on a free loopback port.
+#![allow(dead_code)]
+
+use coco_jose::jwt::SigningKey;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+pub struct KbsProcess {
+    child: Option<Child>,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub ca_pem: Vec<u8>,
+    pub admin_key: SigningKey,
+    extra_config: String,
+}
+
+fn write_tls(dir: &Path) -> Vec<u8> {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "test KBS CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_der(ca.der(), &ca_key).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+    ca.pem().into_bytes()
+}
+
+impl KbsProcess {
+    /// Start a KBS with TLS and an admin key; `extra_config` is appended to kbs.toml.
+    pub fn start(extra_config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_pem = write_tls(dir.path());
+        let admin_key = SigningKey::generate_ed25519();
+        std::fs::write(
+            dir.path().join("admin.pub"),
+            admin_key.verifying_key().to_public_key_pem().unwrap(),
+        )
+        .unwrap();
+        let mut k = Self {
+            child: None,
+            url: String::new(),
+            dir,
+            ca_pem,
+            admin_key,
+            extra_config: extra_config.to_owned(),
+        };
+        k.write_config(true);
+        k.spawn();
+        k
+    }
+
+    /// Start without any admin key (the admin API must be closed).
+    pub fn start_without_admin() -> Self {
+        let mut k = Self::start("");
+        k.stop();
+        k.write_config(false);
+        k.spawn();
+        k
+    }
+
+    fn write_config(&self, with_admin: bool) {
+        let admin = if with_admin {
+            "[admin]\npublic_keys = [\"admin.pub\"]\n"
+        } else {
+            ""
+        };
+        // `extra_config` may carry its own tables; top-level keys go first.
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\nstate_dir = \"state\"\n{top}\n[tls]\ncert = \"tls.crt\"\nkey = \"tls.key\"\n{admin}{tables}",
+            top = self.extra_config.lines().take_while(|l| !l.starts_with('[')).collect::<Vec<_>>().join("\n"),
+            tables = self.extra_config.lines().skip_while(|l| !l.starts_with('[')).collect::<Vec<_>>().join("\n"),
+        );
+        std::fs::write(self.dir.path().join("kbs.toml"), config).unwrap();
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kbs"))
+            .arg("--config")
+            .arg(self.dir.path().join("kbs.toml"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start kbs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("kbs listening on ")
+            .unwrap_or_else(|| panic!("unexpected kbs output: {line:?}"))
+            .replace("127.0.0.1", "localhost");
+        self.url = url;
+        self.child = Some(child);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stop and start again on the same state directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// `(VmRSS, VmHWM)` of the KBS in KiB.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    pub fn http(&self) -> reqwest::Client {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut &self.ca_pem[..]) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .tls_backend_preconfigured(tls)
+            .build()
+            .unwrap()
+    }
+
+    pub fn admin_token(&self) -> String {
+        let now = coco_jose::now_secs();
+        self.admin_key
+            .sign(&serde_json::json!({"role": "admin", "exp": now + 300}))
+            .unwrap()
+    }
+
+    pub fn client(
+        &self,
+        attester: Arc<dyn attester::Attester>,
+        rsa: bool,
+    ) -> attester::kbs_client::KbsClient {
+        attester::kbs_client::KbsClient::new(
+            &self.url,
+            attester,
+            attester::kbs_client::ClientOptions {
+                ca_pem: Some(self.ca_pem.clone()),
+                init_data_toml: None,
+                key_kind: if rsa {
+                    attester::kbs_client::TeeKeyKind::Rsa
+                } else {
+                    attester::kbs_client::TeeKeyKind::Ec
+                },
+                timeout: None,
+            },
+        )
+        .unwrap()
+    }
+
+    /// An admin call; returns the status code.
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> u16 {
+        self.http()
+            .request(method, format!("{}/kbs/v0/{path}", self.url))
+            .bearer_auth(self.admin_token())
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    pub async fn set_resource(&self, path: &str, value: &[u8]) {
+        let s = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("resource/{path}"),
+                value.to_vec(),
+            )
+            .await;
+        assert_eq!(s, 200, "set resource {path}");
+    }
+
+    pub async fn set_resource_policy(&self, rego: &str) {
+        use base64::Engine;
+        let body = serde_json::json!({
+            "policy": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rego)
+        });
+        let s = self
+            .admin(
+                reqwest::Method::POST,
+                "resource-policy",
+                body.to_string().into_bytes(),
+            )
+            .await;
+        assert_eq!(s, 200, "set resource policy");
+    }
+}
+
+impl Drop for KbsProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A resource policy that releases to the sample TEE (tests only: the sample
+/// TEE proves nothing).
+pub const ALLOW_SAMPLE: &str = r#"package policy
+default allow := false
+allow if {
+    input.tee == "sample"
+    input.submods.cpu0["ear.status"] != "contraindicated"
+}
+"#;
