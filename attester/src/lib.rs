@@ -1,6 +1,7 @@
 //! Attestation agent: evidence from the TEE the guest runs in, and the KBS client.
 
 pub mod sample;
+pub mod tpm;
 
 use kbs_types::Tee;
 use std::fmt::Debug;
@@ -12,7 +13,9 @@ pub enum AttesterError {
     NoTee(String),
     #[error("{tee} evidence collection failed: {reason}")]
     Collect { tee: &'static str, reason: String },
-    #[error("initdata digest {expected} is not the one bound into the TEE ({found}); refusing to run")]
+    #[error(
+        "initdata digest {expected} is not the one bound into the TEE ({found}); refusing to run"
+    )]
     InitDataMismatch { expected: String, found: String },
 }
 
