@@ -8,6 +8,7 @@ use rsa::pkcs8::EncodePublicKey;
 use std::str::FromStr;
 use tss_esapi::{
     attributes::ObjectAttributesBuilder,
+    constants::CapabilityType,
     handles::{KeyHandle, ObjectHandle, PcrHandle, PersistentTpmHandle, TpmHandle},
     interface_types::{
         algorithm::{HashingAlgorithm, PublicAlgorithm, RsaSchemeAlgorithm},
@@ -17,13 +18,14 @@ use tss_esapi::{
         resource_handles::{Hierarchy, Provision},
     },
     structures::{
-        AttestInfo, Data, Digest, DigestValues, EccPoint, EccScheme, HashScheme,
+        AttestInfo, CapabilityData, Data, Digest, DigestValues, EccPoint, EccScheme, HashScheme,
         KeyDerivationFunctionScheme, PcrSelectionListBuilder, PcrSlot, Public, PublicBuilder,
         PublicEccParametersBuilder, PublicKeyRsa, PublicRsaParametersBuilder, RsaExponent,
         RsaScheme, SignatureScheme, SymmetricDefinitionObject,
     },
     tcti_ldr::TctiNameConf,
     traits::Marshall,
+    tss2_esys::TPM2_HANDLE,
     Context,
 };
 
@@ -159,7 +161,17 @@ impl EsapiTpm {
             return Ok((self.create_primary(ctx)?, true));
         };
         let handle = PersistentTpmHandle::new(raw).map_err(err("AK persistent handle"))?;
-        if let Ok(obj) = ctx.tr_from_tpm_public(TpmHandle::Persistent(handle)) {
+        // Ask whether the handle is in use first: a failed lookup makes libtss2
+        // log errors that would alarm whoever reads the guest's logs.
+        let (found, _) = ctx
+            .get_capability(CapabilityType::Handles, raw, 1)
+            .map_err(err("list persistent handles"))?;
+        let exists = matches!(found, CapabilityData::Handles(list)
+            if list.iter().any(|h| TPM2_HANDLE::from(*h) == raw));
+        if exists {
+            let obj = ctx
+                .tr_from_tpm_public(TpmHandle::Persistent(handle))
+                .map_err(err("load persistent AK"))?;
             return Ok((KeyHandle::from(obj), false));
         }
         tracing::info!(

@@ -13,6 +13,8 @@ mod esapi;
 #[cfg(any(test, feature = "swtpm"))]
 pub mod swtpm;
 #[cfg(test)]
+mod swtpm_tests;
+#[cfg(test)]
 mod tests;
 
 pub use esapi::{AkAlgorithm, AkConfig, AkHierarchy, EsapiTpm};
