@@ -5,6 +5,7 @@
 
 use super::{RawQuote, TpmDevice, TpmDeviceError};
 use rsa::pkcs8::EncodePublicKey;
+use sha2::{Digest as _, Sha256};
 use std::str::FromStr;
 use tss_esapi::{
     attributes::ObjectAttributesBuilder,
@@ -206,6 +207,24 @@ fn selection(pcrs: &[u8]) -> Result<tss_esapi::structures::PcrSelectionList, Tpm
         .map_err(err("PCR selection"))
 }
 
+/// The hierarchy handle a primary key's qualified name was derived from:
+/// `QN = nameAlg ‖ H(hierarchy ‖ name)`. `None` for a key with another parent
+/// (a persistent AK provisioned by someone else), whose parent we cannot know.
+fn primary_parent(name: &[u8], qualified_name: &[u8]) -> Option<Vec<u8>> {
+    const SHA256: [u8; 2] = [0x00, 0x0b];
+    if qualified_name.get(..2) != Some(SHA256.as_slice()) {
+        return None;
+    }
+    [0x4000_000b_u32, 0x4000_0001, 0x4000_000c, 0x4000_0007]
+        .iter()
+        .map(|h| h.to_be_bytes())
+        .find(|h| {
+            let d = Sha256::new().chain_update(h).chain_update(name).finalize();
+            qualified_name[2..] == d[..]
+        })
+        .map(|h| h.to_vec())
+}
+
 /// DER SubjectPublicKeyInfo of a TPM public key.
 fn spki_der(public: &Public) -> Result<Vec<u8>, TpmDeviceError> {
     let bad = |r: String| TpmDeviceError::new("AK public key", r);
@@ -247,7 +266,7 @@ impl TpmDevice for EsapiTpm {
         let mut ctx = self.context()?;
         let (ak, transient) = self.ak(&mut ctx)?;
         let result = (|| {
-            let (public, _, _) = ctx.read_public(ak).map_err(err("read AK"))?;
+            let (public, name, qualified_name) = ctx.read_public(ak).map_err(err("read AK"))?;
             let data = Data::try_from(qualifying_data.to_vec()).map_err(err("qualifying data"))?;
             let sel = selection(pcrs)?;
             let (attest, signature) = ctx
@@ -265,6 +284,7 @@ impl TpmDevice for EsapiTpm {
                 signature: signature.marshall().map_err(err("marshal signature"))?,
                 ak_spki_der: spki_der(&public)?,
                 ak_tpm_public: public.marshall().map_err(err("marshal AK"))?,
+                ak_parent_qualified_name: primary_parent(name.value(), qualified_name.value()),
             })
         })();
         if transient {

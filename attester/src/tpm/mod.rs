@@ -68,6 +68,10 @@ pub struct RawQuote {
     pub ak_spki_der: Vec<u8>,
     /// AK as marshalled `TPMT_PUBLIC`.
     pub ak_tpm_public: Vec<u8>,
+    /// Qualified name of the AK's parent (a hierarchy handle for a primary AK),
+    /// when known. The quote names its signer by qualified name, so a verifier
+    /// needs this to tie `ak_tpm_public` to the quote.
+    pub ak_parent_qualified_name: Option<Vec<u8>>,
 }
 
 /// The TPM operations the attester needs.
@@ -219,13 +223,16 @@ pub fn assemble_evidence(
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut ev = serde_json::json!({
         "ak_public": b64.encode(&quote.ak_spki_der),
-        "ak_tpm_public": b64.encode(&quote.ak_tpm_public),
         "tpm_quote": {
             "message": b64.encode(&quote.attest),
             "signature": b64.encode(&quote.signature),
             "pcrs": pcr_values.iter().map(hex::encode).collect::<Vec<_>>(),
         },
     });
+    if let Some(parent) = &quote.ak_parent_qualified_name {
+        ev["ak_tpm_public"] = b64.encode(&quote.ak_tpm_public).into();
+        ev["ak_parent_qualified_name"] = b64.encode(parent).into();
+    }
     if let Some(log) = event_log {
         ev["eventlog"] = serde_json::Value::String(b64.encode(log));
     }

@@ -35,6 +35,7 @@ impl TpmDevice for SoftTpm {
             pcr_digest: h.finalize().to_vec(),
             ak_spki_der: b"spki".to_vec(),
             ak_tpm_public: b"tpmt".to_vec(),
+            ak_parent_qualified_name: Some(vec![0x40, 0, 0, 0x0b]),
         })
     }
 
@@ -94,6 +95,10 @@ fn evidence_has_trustee_shape_and_first_32_bytes_of_report_data() {
     let b64 = base64::engine::general_purpose::STANDARD;
     assert_eq!(ev["ak_public"], b64.encode(b"spki"));
     assert_eq!(ev["ak_tpm_public"], b64.encode(b"tpmt"));
+    assert_eq!(
+        ev["ak_parent_qualified_name"],
+        b64.encode([0x40, 0, 0, 0x0b])
+    );
     assert_eq!(ev["tpm_quote"]["signature"], b64.encode(b"signature"));
     assert_eq!(
         b64.decode(ev["tpm_quote"]["message"].as_str().unwrap())

@@ -1,7 +1,7 @@
 //! The attestation key (AK): decoding it, checking its TPM template against the
 //! quote's signer, and verifying quote signatures with it.
 
-use super::wire::{self, TpmPublic, TpmPublicKey, TpmSignature};
+use super::wire::{self, TpmPublicKey, TpmSignature};
 use super::TpmError;
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use rsa::pkcs8::DecodePublicKey;
@@ -71,16 +71,44 @@ fn strip_zeros(b: &[u8]) -> &[u8] {
     &b[first..]
 }
 
+/// Hierarchy handles, as the parent "qualified name" of a primary key.
+const HIERARCHIES: [(u32, &str); 4] = [
+    (0x4000_0001, "owner"),
+    (0x4000_0007, "null"),
+    (0x4000_000b, "endorsement"),
+    (0x4000_000c, "platform"),
+];
+
+fn hash(alg: u16, parts: &[&[u8]]) -> Result<Vec<u8>, TpmError> {
+    fn run<D: Digest>(parts: &[&[u8]]) -> Vec<u8> {
+        let mut h = D::new();
+        parts.iter().for_each(|p| h.update(p));
+        h.finalize().to_vec()
+    }
+    match alg {
+        wire::TPM_ALG_SHA256 => Ok(run::<Sha256>(parts)),
+        wire::TPM_ALG_SHA384 => Ok(run::<Sha384>(parts)),
+        wire::TPM_ALG_SHA512 => Ok(run::<Sha512>(parts)),
+        other => Err(TpmError::UnsupportedHash(other)),
+    }
+}
+
 /// Check that the AK's TPM template (`TPMT_PUBLIC`) is the key in `ak_public`,
 /// that it is a restricted signing key that never leaves its TPM, and that it
 /// is the key the TPM names as the quote's signer. A restricted key cannot sign
 /// data that starts with `TPM_GENERATED_VALUE` unless the TPM built it, which
 /// is what makes the quote body trustworthy.
+///
+/// The quote names its signer by *qualified* name, `H(parentQN ‖ name)`. The
+/// parent's qualified name comes from the evidence: it need not be trusted,
+/// since a match for another key would need a hash collision. When it is a
+/// hierarchy handle, the AK is a primary key of that hierarchy, which is returned.
 pub fn check_template(
     ak: &AkKey,
     tpm_public: &[u8],
+    parent_qualified_name: &[u8],
     qualified_signer: &[u8],
-) -> Result<TpmPublic, TpmError> {
+) -> Result<Option<&'static str>, TpmError> {
     let public = wire::parse_public(tpm_public)?;
     if !ak.matches(&public.key) {
         return Err(TpmError::AkTemplateMismatch);
@@ -93,20 +121,21 @@ pub fn check_template(
     if public.attributes & need != need || public.attributes & wire::attr::DECRYPT != 0 {
         return Err(TpmError::AkNotRestrictedSigning(public.attributes));
     }
-    let mut name = public.name_alg.to_be_bytes().to_vec();
-    match public.name_alg {
-        wire::TPM_ALG_SHA256 => name.extend_from_slice(&Sha256::digest(tpm_public)),
-        wire::TPM_ALG_SHA384 => name.extend_from_slice(&Sha384::digest(tpm_public)),
-        wire::TPM_ALG_SHA512 => name.extend_from_slice(&Sha512::digest(tpm_public)),
-        other => return Err(TpmError::UnsupportedHash(other)),
-    }
-    if name != qualified_signer {
+    let alg = public.name_alg;
+    let mut name = alg.to_be_bytes().to_vec();
+    name.extend(hash(alg, &[tpm_public])?);
+    let mut qualified = alg.to_be_bytes().to_vec();
+    qualified.extend(hash(alg, &[parent_qualified_name, &name])?);
+    if qualified != qualified_signer {
         return Err(TpmError::SignerNameMismatch {
             quote: hex::encode(qualified_signer),
-            ak: hex::encode(&name),
+            ak: hex::encode(&qualified),
         });
     }
-    Ok(public)
+    Ok(HIERARCHIES
+        .iter()
+        .find(|(h, _)| parent_qualified_name == h.to_be_bytes())
+        .map(|(_, n)| *n))
 }
 
 /// Verify that `sig` is `ak`'s signature over `message` (the raw TPMS_ATTEST).

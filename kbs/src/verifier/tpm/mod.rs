@@ -34,6 +34,11 @@ pub struct TpmEvidence {
     /// signing key, fixedTPM, and the TPM's name for the quote's signer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ak_tpm_public: Option<String>,
+    /// Standard base64 of the qualified name of the AK's parent (for a primary
+    /// key: its hierarchy handle). Needed with `ak_tpm_public`, because the quote
+    /// names its signer by qualified name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ak_parent_qualified_name: Option<String>,
     /// Standard base64 of the TCG firmware event log, if the guest has one.
     /// Carried but not replayed yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,9 +68,13 @@ pub struct TpmClaims {
     /// AK algorithm: `rsa2048`, `ecc-nist-p256`, ...
     pub ak_algorithm: String,
     /// True when the AK's TPM template was checked: a restricted, fixedTPM signing
-    /// key whose TPM name is the quote's `qualifiedSigner`.
+    /// key whose TPM qualified name is the quote's `qualifiedSigner`.
     pub ak_template_checked: bool,
-    /// Hex of the quote's `qualifiedSigner` (TPM name of the AK).
+    /// Hierarchy the AK is a primary key of (`endorsement`, `owner`, ...), when
+    /// the template was checked and the AK is a primary key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ak_hierarchy: Option<String>,
+    /// Hex of the quote's `qualifiedSigner` (TPM qualified name of the AK).
     pub qualified_signer: String,
     /// Hex of the quote's `extraData` (the verified session binding).
     pub report_data: String,
@@ -246,15 +255,25 @@ impl TpmVerifier {
 
         // The AK template is checked before the signature so that a swapped AK is
         // reported as such, not as a bad signature.
-        let ak_template_checked = match &ev.ak_tpm_public {
-            Some(t) => {
-                let t = decode("ak_tpm_public", t)?;
-                ak::check_template(&ak, &t, &attest.qualified_signer)?;
-                true
-            }
-            None if self.config.require_ak_template => return Err(TpmError::AkTemplateMissing),
-            None => false,
-        };
+        let (ak_template_checked, ak_hierarchy) =
+            match (&ev.ak_tpm_public, &ev.ak_parent_qualified_name) {
+                (Some(t), Some(p)) => {
+                    let t = decode("ak_tpm_public", t)?;
+                    let p = decode("ak_parent_qualified_name", p)?;
+                    let h = ak::check_template(&ak, &t, &p, &attest.qualified_signer)?;
+                    (true, h.map(str::to_string))
+                }
+                (Some(_), None) | (None, Some(_)) => {
+                    return Err(TpmError::Malformed {
+                        what: "TPM evidence",
+                        reason: "ak_tpm_public and ak_parent_qualified_name go together".into(),
+                    })
+                }
+                (None, None) if self.config.require_ak_template => {
+                    return Err(TpmError::AkTemplateMissing)
+                }
+                (None, None) => (false, None),
+            };
         ak::verify_signature(&ak, &message, &signature)?;
 
         // From here on the quote body is authentic.
@@ -292,6 +311,7 @@ impl TpmVerifier {
             ak_public: hex::encode(Sha256::digest(&ak_der)),
             ak_algorithm: ak.algorithm(),
             ak_template_checked,
+            ak_hierarchy,
             qualified_signer: hex::encode(&attest.qualified_signer),
             report_data: hex::encode(&attest.extra_data),
             clock: attest.clock.clock,

@@ -210,11 +210,27 @@ const AK_ATTRS: u32 = wire::attr::FIXED_TPM
     | wire::attr::SIGN
     | (1 << 6); // userWithAuth
 
+/// TPM_RH_ENDORSEMENT: the parent "qualified name" of an endorsement primary key.
+const ENDORSEMENT: [u8; 4] = [0x40, 0x00, 0x00, 0x0b];
+
+#[test]
+fn template_without_parent_name_is_malformed() {
+    let mut ev = sample();
+    ev.ak_public = p256_spki();
+    ev.ak_tpm_public = Some(b64().encode(p256_tpmt_public(AK_ATTRS)));
+    let err = verify(&ev, sample_report_data(), None).unwrap_err();
+    assert!(
+        matches!(err, VerifierError::Tpm(TpmError::Malformed { .. })),
+        "{err}"
+    );
+}
+
 #[test]
 fn different_ak_with_template_is_not_the_quote_signer() {
     let mut ev = sample();
     ev.ak_public = p256_spki();
     ev.ak_tpm_public = Some(b64().encode(p256_tpmt_public(AK_ATTRS)));
+    ev.ak_parent_qualified_name = Some(b64().encode(ENDORSEMENT));
     let err = verify(&ev, sample_report_data(), None).unwrap_err();
     assert!(
         matches!(err, VerifierError::Tpm(TpmError::SignerNameMismatch { .. })),
@@ -241,6 +257,7 @@ fn template_of_another_key_or_unrestricted_key_is_rejected() {
     let mut ev = sample();
     // ak_public stays the sample's RSA key; the template is a P-256 key.
     ev.ak_tpm_public = Some(b64().encode(p256_tpmt_public(AK_ATTRS)));
+    ev.ak_parent_qualified_name = Some(b64().encode(ENDORSEMENT));
     let err = verify(&ev, sample_report_data(), None).unwrap_err();
     assert!(
         matches!(err, VerifierError::Tpm(TpmError::AkTemplateMismatch)),
@@ -251,6 +268,7 @@ fn template_of_another_key_or_unrestricted_key_is_rejected() {
     ev.ak_public = p256_spki();
     let attrs = AK_ATTRS & !wire::attr::RESTRICTED;
     ev.ak_tpm_public = Some(b64().encode(p256_tpmt_public(attrs)));
+    ev.ak_parent_qualified_name = Some(b64().encode(ENDORSEMENT));
     let err = verify(&ev, sample_report_data(), None).unwrap_err();
     assert!(
         matches!(err, VerifierError::Tpm(TpmError::AkNotRestrictedSigning(a)) if a == attrs),
