@@ -322,3 +322,38 @@ fn config_registers_the_verifier() {
 fn toml_like(json: &str) -> crate::verifier::VerifierConfig {
     serde_json::from_str(json).unwrap()
 }
+
+#[test]
+fn every_single_byte_change_and_truncation_is_rejected() {
+    let rd = sample_report_data();
+    let base = sample();
+    let message = b64().decode(&base.tpm_quote.message).unwrap();
+    let signature = b64().decode(&base.tpm_quote.signature).unwrap();
+    for i in 0..message.len() {
+        let mut m = message.clone();
+        m[i] ^= 0xff;
+        let mut ev = base.clone();
+        ev.tpm_quote.message = b64().encode(&m);
+        assert!(verify(&ev, rd, None).is_err(), "message byte {i} flipped");
+        let mut ev = base.clone();
+        ev.tpm_quote.message = b64().encode(&message[..i]);
+        assert!(verify(&ev, rd, None).is_err(), "message cut at {i}");
+    }
+    for i in 0..signature.len() {
+        let mut s = signature.clone();
+        s[i] ^= 0xff;
+        let mut ev = base.clone();
+        ev.tpm_quote.signature = b64().encode(&s);
+        assert!(verify(&ev, rd, None).is_err(), "signature byte {i} flipped");
+        let mut ev = base.clone();
+        ev.tpm_quote.signature = b64().encode(&signature[..i]);
+        assert!(verify(&ev, rd, None).is_err(), "signature cut at {i}");
+    }
+    // Appended bytes are not silently ignored either.
+    let mut ev = base.clone();
+    ev.tpm_quote.message = b64().encode([message.as_slice(), &[0]].concat());
+    assert!(matches!(
+        verify(&ev, rd, None).unwrap_err(),
+        VerifierError::Tpm(TpmError::Malformed { .. })
+    ));
+}
