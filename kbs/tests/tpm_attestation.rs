@@ -243,3 +243,91 @@ fn policy_on_the_trustee_sample() {
     mixed["snp_launch_measurement"] = serde_json::json!(["ab"]);
     assert_eq!(policy_status(&claims, "tpm", &mixed), "affirming");
 }
+
+/// A crypto-agile TCG event log (SHA-256 only) with the given events, as
+/// firmware writes it: little-endian, Spec ID header first.
+fn tcg_log(events: &[(u32, u32, [u8; 32], &[u8])]) -> Vec<u8> {
+    let mut spec = b"Spec ID Event03\0".to_vec();
+    spec.extend(0u32.to_le_bytes()); // platform class
+    spec.extend([0, 2, 0, 2]); // version 2.0 errata 0, uintn 8 bytes
+    spec.extend(1u32.to_le_bytes());
+    spec.extend(0x000bu16.to_le_bytes());
+    spec.extend(32u16.to_le_bytes());
+    spec.push(0); // no vendor info
+    let mut log = Vec::new();
+    log.extend(0u32.to_le_bytes());
+    log.extend(3u32.to_le_bytes()); // EV_NO_ACTION
+    log.extend([0u8; 20]);
+    log.extend((spec.len() as u32).to_le_bytes());
+    log.extend(spec);
+    for (pcr, ty, digest, data) in events {
+        log.extend(pcr.to_le_bytes());
+        log.extend(ty.to_le_bytes());
+        log.extend(1u32.to_le_bytes());
+        log.extend(0x000bu16.to_le_bytes());
+        log.extend(digest);
+        log.extend((data.len() as u32).to_le_bytes());
+        log.extend(*data);
+    }
+    log
+}
+
+#[test]
+fn swtpm_event_log_is_replayed_against_the_quote() {
+    let tpm = Swtpm::start().unwrap();
+    let device = EsapiTpm::new(&tpm.tcti(), AkConfig::default()).unwrap();
+    let measured: [(u32, u32, [u8; 32], &[u8]); 5] = [
+        (0, 3, [0; 32], b"StartupLocality\0\0"), // EV_NO_ACTION, locality 0
+        (
+            0,
+            0x8000_0008,
+            Sha256::digest(b"OVMF").into(),
+            b"firmware volume",
+        ),
+        (4, 0x8000_000d, Sha256::digest(b"vmlinuz").into(), b"kernel"),
+        (9, 0x0d, Sha256::digest(b"console=ttyS0").into(), b"cmdline"),
+        (4, 0x0d, Sha256::digest(b"initrd").into(), b"initrd"),
+    ];
+    for (pcr, ty, digest, _) in &measured {
+        if *ty != 3 {
+            device.extend_pcr(*pcr as u8, digest).unwrap();
+        }
+    }
+    // A measurement into a PCR the quote does not cover (16+): not checkable.
+    let extra = (20, 0x0d, Sha256::digest(b"debug").into(), b"x".as_slice());
+    let mut events = measured.to_vec();
+    events.push(extra);
+    let dir = std::env::temp_dir().join(format!("tpm-evlog-kbs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("binary_bios_measurements");
+    std::fs::write(&path, tcg_log(&events)).unwrap();
+    let attester = TpmAttester::with_tcti(
+        &tpm.tcti(),
+        AkConfig::default(),
+        TpmAttesterConfig {
+            event_log: Some(path.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let rd = report_data(b"event log");
+    let ev = attester.evidence(&rd).unwrap();
+    let claims = verify(&ev, rd, None).unwrap();
+    let log = claims.event_log.unwrap();
+    assert_eq!(log.events, 6);
+    assert_eq!(log.replayed_pcrs, ["00", "04", "09"]);
+
+    // A log that claims another kernel.
+    events[2].2 = Sha256::digest(b"other vmlinuz").into();
+    std::fs::write(&path, tcg_log(&events)).unwrap();
+    let ev = attester.evidence(&rd).unwrap();
+    let err = verify(&ev, rd, None).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VerifierError::Tpm(TpmError::EventLogMismatch { pcr: 4 })
+        ),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

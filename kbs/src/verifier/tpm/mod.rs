@@ -9,6 +9,7 @@
 //! claims ([`TpmClaims`]) with reference values.
 
 mod ak;
+pub mod eventlog;
 pub mod wire;
 
 pub use ak::AkKey;
@@ -39,8 +40,8 @@ pub struct TpmEvidence {
     /// names its signer by qualified name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ak_parent_qualified_name: Option<String>,
-    /// Standard base64 of the TCG firmware event log, if the guest has one.
-    /// Carried but not replayed yet.
+    /// Standard base64 of the TCG firmware event log, if the guest has one. Its
+    /// SHA-256 digests are replayed and must reproduce the quoted PCRs they touch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eventlog: Option<String>,
 }
@@ -93,6 +94,19 @@ pub struct TpmClaims {
     pub init_data: Option<String>,
     /// True when an initdata digest was sent and PCR 8 holds exactly its extension.
     pub init_data_bound: bool,
+    /// The firmware event log, when the evidence carried one (already replayed
+    /// against the quoted PCRs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_log: Option<EventLogClaims>,
+}
+
+/// What the replayed event log established.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EventLogClaims {
+    /// Number of events after the Spec ID header.
+    pub events: usize,
+    /// Quoted PCRs ("00".."23") whose value the log reproduces.
+    pub replayed_pcrs: Vec<String>,
 }
 
 /// Why TPM evidence was rejected.
@@ -144,6 +158,10 @@ pub enum TpmError {
     PcrDigestMismatch,
     #[error("initdata was sent but the quote does not cover PCR 8")]
     InitDataPcrNotQuoted,
+    #[error("event log: {0}")]
+    EventLog(String),
+    #[error("replaying the event log gives another PCR {pcr} than the quote's")]
+    EventLogMismatch { pcr: u32 },
 }
 
 /// `[verifiers.tpm]` in kbs.toml.
@@ -306,6 +324,14 @@ impl TpmVerifier {
         if hasher.finalize().as_slice() != attest.pcr_digest.as_slice() {
             return Err(TpmError::PcrDigestMismatch);
         }
+        let event_log = match &ev.eventlog {
+            Some(log) => Some(check_event_log(
+                &decode("eventlog", log)?,
+                &selected,
+                &pcr_values,
+            )?),
+            None => None,
+        };
         Ok(TpmClaims {
             pcrs,
             ak_public: hex::encode(Sha256::digest(&ak_der)),
@@ -321,8 +347,37 @@ impl TpmVerifier {
             firmware_version: format!("{:016x}", attest.firmware_version),
             init_data: expected.init_data_digest.map(hex::encode),
             init_data_bound: false,
+            event_log,
         })
     }
+}
+
+/// Replay the log and compare every PCR it extends that the quote covers. PCRs
+/// the log extends but the quote does not cover cannot be checked and are not
+/// reported as replayed.
+fn check_event_log(
+    raw: &[u8],
+    selected: &[u8],
+    values: &[[u8; 32]],
+) -> Result<EventLogClaims, TpmError> {
+    let log = eventlog::parse(raw)?;
+    let replayed = log.replay_sha256()?;
+    let mut replayed_pcrs = Vec::new();
+    for (pcr, value) in &replayed {
+        let quoted = selected
+            .iter()
+            .position(|s| u32::from(*s) == *pcr)
+            .map(|i| &values[i]);
+        match quoted {
+            Some(q) if q == value => replayed_pcrs.push(format!("{pcr:02}")),
+            Some(_) => return Err(TpmError::EventLogMismatch { pcr: *pcr }),
+            None => {}
+        }
+    }
+    Ok(EventLogClaims {
+        events: log.events.len(),
+        replayed_pcrs,
+    })
 }
 
 /// Whether the quote's `extraData` is this session's report_data: the first 32
