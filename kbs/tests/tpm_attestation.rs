@@ -6,7 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on failure
 
 use attester::tpm::swtpm::Swtpm;
-use attester::tpm::{AkAlgorithm, AkConfig, EsapiTpm, TpmAttester, TpmAttesterConfig, TpmDevice};
+use attester::tpm::{
+    AkAlgorithm, AkConfig, EsapiTpm, QualifyingData, TpmAttester, TpmAttesterConfig, TpmDevice,
+};
 use attester::Attester;
 use base64::Engine;
 use kbs::verifier::tpm::{TpmClaims, TpmConfig, TpmError, TpmVerifier};
@@ -152,6 +154,21 @@ fn swtpm_round_trip_rsa_ak() {
 #[test]
 fn swtpm_round_trip_ecc_ak() {
     round_trip(AkAlgorithm::EccP256);
+}
+
+#[test]
+fn swtpm_trustee_report_data_layout_verifies() {
+    let tpm = Swtpm::start().unwrap();
+    let config = TpmAttesterConfig {
+        qualifying_data: QualifyingData::Padded64,
+        ..no_log()
+    };
+    let attester = TpmAttester::with_tcti(&tpm.tcti(), AkConfig::default(), config).unwrap();
+    let rd = report_data(b"trustee layout");
+    let claims = verify(&attester.evidence(&rd).unwrap(), rd, None).unwrap();
+    assert_eq!(claims.report_data.len(), 128);
+    let err = verify(&attester.evidence(&rd).unwrap(), report_data(b"x"), None).unwrap_err();
+    assert!(matches!(err, VerifierError::ReportDataMismatch), "{err}");
 }
 
 #[test]

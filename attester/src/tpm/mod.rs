@@ -84,6 +84,17 @@ pub trait TpmDevice: Send + Sync + Debug {
     fn extend_pcr(&self, pcr: u8, digest: &[u8; 32]) -> Result<(), TpmDeviceError>;
 }
 
+/// How the 48-byte report_data becomes the quote's qualifying data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QualifyingData {
+    /// Its first 32 bytes. Every TPM accepts 32 bytes; our KBS expects this.
+    #[default]
+    First32,
+    /// All 48 bytes zero-padded to 64, as Trustee's attester and verifier do.
+    /// Needs a TPM whose TPM2B_DATA holds 64 bytes (one that implements SHA-512).
+    Padded64,
+}
+
 /// Attester settings.
 #[derive(Debug, Clone)]
 pub struct TpmAttesterConfig {
@@ -92,6 +103,7 @@ pub struct TpmAttesterConfig {
     pub pcrs: Vec<u8>,
     /// Event log to attach when the file exists.
     pub event_log: Option<PathBuf>,
+    pub qualifying_data: QualifyingData,
 }
 
 impl Default for TpmAttesterConfig {
@@ -99,6 +111,7 @@ impl Default for TpmAttesterConfig {
         Self {
             pcrs: (0..16).collect(),
             event_log: Some(PathBuf::from(DEFAULT_EVENT_LOG)),
+            qualifying_data: QualifyingData::default(),
         }
     }
 }
@@ -109,6 +122,7 @@ pub struct TpmAttester {
     device: Box<dyn TpmDevice>,
     pcrs: Vec<u8>,
     event_log: Option<PathBuf>,
+    qualifying_data: QualifyingData,
 }
 
 fn collect_err(reason: impl ToString) -> AttesterError {
@@ -152,6 +166,7 @@ impl TpmAttester {
             device,
             pcrs,
             event_log: config.event_log,
+            qualifying_data: config.qualifying_data,
         })
     }
 
@@ -245,9 +260,15 @@ impl Attester for TpmAttester {
     }
 
     fn evidence(&self, report_data: &[u8; 48]) -> Result<serde_json::Value, AttesterError> {
-        // The first 32 bytes: every TPM accepts 32 bytes of qualifying data, not
-        // every TPM accepts 48 or 64 (TPM2B_DATA is sized by its largest hash).
-        let (quote, values) = self.consistent_quote(&report_data[..32])?;
+        // TPM2B_DATA is sized by the TPM's largest hash: 32 bytes always fit,
+        // 64 only on TPMs with SHA-512.
+        let mut padded = [0u8; 64];
+        padded[..48].copy_from_slice(report_data);
+        let qualifying = match self.qualifying_data {
+            QualifyingData::First32 => &report_data[..32],
+            QualifyingData::Padded64 => &padded[..],
+        };
+        let (quote, values) = self.consistent_quote(qualifying)?;
         let log = self.read_event_log()?;
         Ok(assemble_evidence(&quote, &values, log.as_deref()))
     }

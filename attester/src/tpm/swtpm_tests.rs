@@ -112,3 +112,23 @@ fn bad_tcti_fails_at_construction() {
     let err = TpmAttester::with_tcti("nonsense:", AkConfig::default(), config()).unwrap_err();
     assert!(matches!(err, AttesterError::Collect { .. }), "{err}");
 }
+
+/// The kernel's TPM, when the machine has one (this CI host does not).
+#[test]
+fn device_tpm_quote_when_present() {
+    if !std::path::Path::new("/dev/tpmrm0").exists() {
+        eprintln!(
+            "skipped: no /dev/tpmrm0 on this machine (the same code runs against swtpm above)"
+        );
+        return;
+    }
+    let attester = TpmAttester::with_tcti(
+        DEFAULT_TCTI,
+        AkConfig::default(),
+        TpmAttesterConfig::default(),
+    )
+    .unwrap();
+    let ev = attester.evidence(&[0x11; 48]).unwrap();
+    let attest = Attest::unmarshall(&b64d(&ev["tpm_quote"]["message"])).unwrap();
+    assert_eq!(attest.extra_data().value(), &[0x11; 32]);
+}

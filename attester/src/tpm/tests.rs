@@ -113,6 +113,19 @@ fn evidence_has_trustee_shape_and_first_32_bytes_of_report_data() {
 }
 
 #[test]
+fn trustee_layout_pads_all_48_bytes_to_64() {
+    let (a, tpm) = attester(TpmAttesterConfig {
+        qualifying_data: QualifyingData::Padded64,
+        ..no_log()
+    });
+    a.evidence(&[0xee; 48]).unwrap();
+    let q = tpm.qualifying.lock().unwrap()[0].clone();
+    assert_eq!(q.len(), 64);
+    assert_eq!(&q[..48], &[0xee; 48]);
+    assert_eq!(&q[48..], &[0; 16]);
+}
+
+#[test]
 fn pcr_change_during_quote_is_retried_then_given_up() {
     let (a, tpm) = attester(no_log());
     *tpm.extend_during_quotes.lock().unwrap() = 1;
@@ -138,6 +151,7 @@ fn event_log_is_attached_when_present() {
     let (a, _) = attester(TpmAttesterConfig {
         event_log: Some(path),
         pcrs: vec![8, 0, 8],
+        ..Default::default()
     });
     let ev = a.evidence(&[0; 48]).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -156,7 +170,7 @@ fn bad_pcr_selection_is_refused() {
     let tpm = SoftTpm::default();
     let cfg = TpmAttesterConfig {
         pcrs: vec![0, 24],
-        event_log: None,
+        ..no_log()
     };
     assert!(TpmAttester::new(Box::new(tpm), cfg).is_err());
 }
