@@ -24,28 +24,50 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 const SAMPLE: &str = include_str!("../testdata/tpm/evidence.json");
-const RUN: Duration = Duration::from_secs(2);
+const ROUND: Duration = Duration::from_millis(400);
+const ROUNDS: usize = 5;
 
-/// Operations per second of `f`, after a warm-up, over about `RUN`.
+/// Operations per second of `f`: the best of `ROUNDS` rounds of about `ROUND`
+/// each, after a warm-up. The best round is the one other processes on this
+/// shared machine disturbed least.
 fn rate(mut f: impl FnMut()) -> f64 {
     for _ in 0..50 {
         f();
     }
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < RUN {
-        for _ in 0..50 {
-            f();
+    let mut best: f64 = 0.0;
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < ROUND {
+            for _ in 0..20 {
+                f();
+            }
+            n += 20;
         }
-        n += 50;
+        best = best.max(n as f64 / start.elapsed().as_secs_f64());
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    best
 }
 
 fn b64(v: &serde_json::Value) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(v.as_str().unwrap())
         .unwrap()
+}
+
+fn sig_check(key: &AkKey, message: &[u8], sig: &TpmSignature) {
+    let d = Sha256::digest(black_box(message));
+    match (key, sig) {
+        (AkKey::Rsa(k), TpmSignature::RsaSsa { sig, .. }) => {
+            let scheme = rsa::Pkcs1v15Sign::new::<rsa::sha2::Sha256>();
+            k.verify(scheme, &d, sig).unwrap();
+        }
+        (AkKey::P256(k), TpmSignature::Ecdsa { r, s, .. }) => {
+            let sig = p256::ecdsa::Signature::from_slice(&[r.as_slice(), s].concat()).unwrap();
+            k.verify_prehash(&d, &sig).unwrap();
+        }
+        _ => panic!("key and signature algorithms differ"),
+    }
 }
 
 /// A closure doing only hash + signature verification for this evidence.
@@ -79,6 +101,7 @@ struct Row {
     full: f64,
     bare: f64,
     ak_parse: f64,
+    parse_and_sig: f64,
 }
 
 fn measure(name: &str, ev: &serde_json::Value, report_data: [u8; 48]) -> Row {
@@ -96,11 +119,20 @@ fn measure(name: &str, ev: &serde_json::Value, report_data: [u8; 48]) -> Row {
     let ak_parse = rate(|| {
         black_box(AkKey::from_spki_der(black_box(&der)).unwrap());
     });
+    // Key parse + signature, as the verifier must do per quote (the AK comes
+    // with the evidence), without JSON, TPM structure parsing or PCR checks.
+    let message = b64(&ev["tpm_quote"]["message"]);
+    let sig = wire::parse_signature(&b64(&ev["tpm_quote"]["signature"])).unwrap();
+    let parse_and_sig = rate(|| {
+        let key = AkKey::from_spki_der(black_box(&der)).unwrap();
+        sig_check(&key, &message, &sig);
+    });
     Row {
         name: name.into(),
         full,
         bare,
         ak_parse,
+        parse_and_sig,
     }
 }
 
@@ -147,19 +179,20 @@ fn main() {
 
     println!();
     println!(
-        "| evidence | full verify/s | µs/verify | bare sig verify/s | µs/sig | full/bare | µs/AK parse |"
+        "| evidence | full verify/s | µs/verify | bare sig verify/s | µs/sig | full/bare | µs/AK parse | µs/(AK parse + sig) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         println!(
-            "| {} | {:.0} | {:.1} | {:.0} | {:.1} | {:.2} | {:.1} |",
+            "| {} | {:.0} | {:.1} | {:.0} | {:.1} | {:.2} | {:.1} | {:.1} |",
             r.name,
             r.full,
             1e6 / r.full,
             r.bare,
             1e6 / r.bare,
             r.full / r.bare,
-            1e6 / r.ak_parse
+            1e6 / r.ak_parse,
+            1e6 / r.parse_and_sig
         );
     }
 }

@@ -89,7 +89,7 @@ pub struct TpmClaims {
     pub clock_safe: bool,
     /// Hex of the 64-bit vendor firmware version.
     pub firmware_version: String,
-    /// Hex of the initdata digest checked against PCR 8, when initdata was sent.
+    /// Hex of the initdata digest found in PCR 8, when initdata was sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init_data: Option<String>,
     /// True when an initdata digest was sent and PCR 8 holds exactly its extension.
@@ -216,8 +216,7 @@ impl TpmVerifier {
         ev: &TpmEvidence,
         expected: &Expected<'_>,
     ) -> Result<TpmClaims, VerifierError> {
-        let mut claims = self.check_quote(ev, expected)?;
-        let extra = hex::decode(&claims.report_data).unwrap_or_default();
+        let (mut claims, extra) = self.check_quote(ev)?;
         if !report_data_matches(&extra, expected) {
             tracing::debug!(quote = %claims.report_data, "TPM extraData is not this session's");
             return Err(VerifierError::ReportDataMismatch);
@@ -231,17 +230,15 @@ impl TpmVerifier {
                 tracing::debug!(%pcr8, "PCR 8 does not hold the initdata digest");
                 return Err(VerifierError::InitDataMismatch);
             }
+            claims.init_data = Some(hex::encode(digest));
             claims.init_data_bound = true;
         }
         Ok(claims)
     }
 
     /// Authenticity and internal consistency of the quote; no session binding.
-    fn check_quote(
-        &self,
-        ev: &TpmEvidence,
-        expected: &Expected<'_>,
-    ) -> Result<TpmClaims, TpmError> {
+    /// Returns the claims and the quote's `extraData`.
+    fn check_quote(&self, ev: &TpmEvidence) -> Result<(TpmClaims, Vec<u8>), TpmError> {
         let b64 = base64::engine::general_purpose::STANDARD;
         let decode = |field: &'static str, s: &str| {
             b64.decode(s.trim()).map_err(|_| TpmError::Encoding {
@@ -332,7 +329,7 @@ impl TpmVerifier {
             )?),
             None => None,
         };
-        Ok(TpmClaims {
+        let claims = TpmClaims {
             pcrs,
             ak_public: hex::encode(Sha256::digest(&ak_der)),
             ak_algorithm: ak.algorithm(),
@@ -345,10 +342,11 @@ impl TpmVerifier {
             restart_count: attest.clock.restart_count,
             clock_safe: attest.clock.safe,
             firmware_version: format!("{:016x}", attest.firmware_version),
-            init_data: expected.init_data_digest.map(hex::encode),
+            init_data: None,
             init_data_bound: false,
             event_log,
-        })
+        };
+        Ok((claims, attest.extra_data))
     }
 }
 
