@@ -125,6 +125,13 @@ fn round_trip(algorithm: AkAlgorithm) {
     assert_eq!(policy_status(&claims, "tpm", &reference), "affirming");
     assert_eq!(policy_status(&claims, "snp", &reference), "contraindicated");
 
+    // The AK template as TPM2B_PUBLIC (tpm2-tools' format) verifies the same.
+    let mut tpm2b = ev.clone();
+    let t = b64().decode(ev["ak_tpm_public"].as_str().unwrap()).unwrap();
+    let t = [(t.len() as u16).to_be_bytes().as_slice(), &t].concat();
+    tpm2b["ak_tpm_public"] = b64().encode(t).into();
+    assert_eq!(verify(&tpm2b, rd, None).unwrap(), claims);
+
     // Evidence of this session presented in another one.
     let err = verify(&ev, report_data(b"session nonce 2"), None).unwrap_err();
     assert!(matches!(err, VerifierError::ReportDataMismatch), "{err}");

@@ -109,6 +109,13 @@ pub fn check_template(
     parent_qualified_name: &[u8],
     qualified_signer: &[u8],
 ) -> Result<Option<&'static str>, TpmError> {
+    // Accept TPM2B_PUBLIC (what tpm2-tools writes) as well as the bare
+    // TPMT_PUBLIC: a TPMT_PUBLIC starts with its key type (1 or 0x23), never with
+    // its own remaining length.
+    let tpm_public = match tpm_public {
+        [hi, lo, rest @ ..] if usize::from(u16::from_be_bytes([*hi, *lo])) == rest.len() => rest,
+        _ => tpm_public,
+    };
     let public = wire::parse_public(tpm_public)?;
     if !ak.matches(&public.key) {
         return Err(TpmError::AkTemplateMismatch);

@@ -239,6 +239,22 @@ fn different_ak_with_template_is_not_the_quote_signer() {
 }
 
 #[test]
+fn size_prefixed_template_is_read_like_the_bare_one() {
+    let mut ev = sample();
+    ev.ak_public = p256_spki();
+    let t = p256_tpmt_public(AK_ATTRS);
+    let tpm2b = [(t.len() as u16).to_be_bytes().as_slice(), &t].concat();
+    ev.ak_tpm_public = Some(b64().encode(tpm2b));
+    ev.ak_parent_qualified_name = Some(b64().encode(ENDORSEMENT));
+    // Parsed, key and attributes accepted; the name check is what fails.
+    let err = verify(&ev, sample_report_data(), None).unwrap_err();
+    assert!(
+        matches!(err, VerifierError::Tpm(TpmError::SignerNameMismatch { .. })),
+        "{err}"
+    );
+}
+
+#[test]
 fn different_ak_without_template_fails_the_signature() {
     let mut ev = sample();
     ev.ak_public = p256_spki();
