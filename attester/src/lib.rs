@@ -1,6 +1,8 @@
 //! Attestation agent: evidence from the TEE the guest runs in, and the KBS client.
 
 pub mod sample;
+#[cfg(feature = "tpm")]
+pub mod tpm;
 
 use kbs_types::Tee;
 use std::fmt::Debug;

@@ -11,10 +11,13 @@ use std::sync::{Arc, RwLock};
 
 /// Built-in modules of the `default` attestation policy (replaced as a whole
 /// when an admin uploads a policy with id `default`).
-pub const DEFAULT_ATTESTATION_MODULES: &[(&str, &str)] = &[(
-    "default.rego",
-    include_str!("../policies/attestation/default.rego"),
-)];
+pub const DEFAULT_ATTESTATION_MODULES: &[(&str, &str)] = &[
+    (
+        "default.rego",
+        include_str!("../policies/attestation/default.rego"),
+    ),
+    ("tpm.rego", include_str!("../policies/attestation/tpm.rego")),
+];
 
 /// The rule giving the appraisal.
 const STATUS_RULE: &str = "data.policy.status";

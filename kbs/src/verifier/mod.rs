@@ -7,6 +7,7 @@
 //! and CPU-bound; the attestation service runs them on the blocking pool.
 
 pub mod sample;
+pub mod tpm;
 
 use kbs_types::Tee;
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,7 @@ impl Expected<'_> {
 #[serde(untagged)]
 pub enum TeeClaims {
     Sample(sample::SampleClaims),
+    Tpm(tpm::TpmClaims),
 }
 
 /// Why evidence was rejected.
@@ -60,6 +62,8 @@ pub enum VerifierError {
     InitDataMismatch,
     #[error(transparent)]
     Sample(#[from] sample::SampleError),
+    #[error(transparent)]
+    Tpm(#[from] tpm::TpmError),
 }
 
 /// One TEE's evidence verifier.
@@ -82,6 +86,8 @@ pub trait Verifier: Send + Sync + Debug {
 pub struct VerifierConfig {
     #[serde(default)]
     pub sample: sample::SampleConfig,
+    #[serde(default)]
+    pub tpm: tpm::TpmConfig,
 }
 
 /// The set of verifiers the KBS runs, by TEE.
@@ -96,6 +102,9 @@ impl Verifiers {
         let mut v = Self::default();
         if config.sample.enabled {
             v.insert(Box::new(sample::SampleVerifier));
+        }
+        if config.tpm.enabled {
+            v.insert(Box::new(tpm::TpmVerifier::new(config.tpm.clone())));
         }
         Ok(v)
     }
