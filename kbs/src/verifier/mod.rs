@@ -6,7 +6,10 @@
 //! attestation policy's job (see `crate::attestation`). Verifiers are synchronous
 //! and CPU-bound; the attestation service runs them on the blocking pool.
 
+pub mod cli;
 pub mod sample;
+pub mod snp;
+pub mod tdx;
 
 use kbs_types::Tee;
 use serde::{Deserialize, Serialize};
@@ -45,6 +48,8 @@ impl Expected<'_> {
 #[serde(untagged)]
 pub enum TeeClaims {
     Sample(sample::SampleClaims),
+    Snp(snp::SnpClaims),
+    Tdx(tdx::TdxClaims),
 }
 
 /// Why evidence was rejected.
@@ -60,6 +65,10 @@ pub enum VerifierError {
     InitDataMismatch,
     #[error(transparent)]
     Sample(#[from] sample::SampleError),
+    #[error(transparent)]
+    Snp(#[from] snp::SnpError),
+    #[error(transparent)]
+    Tdx(#[from] tdx::TdxError),
 }
 
 /// One TEE's evidence verifier.
@@ -82,6 +91,10 @@ pub trait Verifier: Send + Sync + Debug {
 pub struct VerifierConfig {
     #[serde(default)]
     pub sample: sample::SampleConfig,
+    #[serde(default)]
+    pub snp: snp::SnpConfig,
+    #[serde(default)]
+    pub tdx: tdx::TdxConfig,
 }
 
 /// The set of verifiers the KBS runs, by TEE.
@@ -96,6 +109,12 @@ impl Verifiers {
         let mut v = Self::default();
         if config.sample.enabled {
             v.insert(Box::new(sample::SampleVerifier));
+        }
+        if config.snp.enabled {
+            v.insert(Box::new(snp::SnpVerifier::new(config.snp.clone())?));
+        }
+        if config.tdx.enabled {
+            v.insert(Box::new(tdx::TdxVerifier::new(config.tdx.clone())?));
         }
         Ok(v)
     }
