@@ -131,10 +131,12 @@ impl AmdRoots {
         let sev = |p: &[u8]| SevCert::from_pem(p).map_err(|e| SnpError::CertParse(e.to_string()));
         let (ask, ark, asvk) = (sev(&pems[0])?, sev(&pems[1])?, sev(&pems[2])?);
         for (what, signee) in [("ARK", &ark), ("ASK", &ask), ("ASVK", &asvk)] {
-            (&ark, signee).verify().map_err(|e| SnpError::ChainInvalid {
-                product: Some(product),
-                reason: format!("built-in {what} not signed by the ARK: {e}"),
-            })?;
+            (&ark, signee)
+                .verify()
+                .map_err(|e| SnpError::ChainInvalid {
+                    product: Some(product),
+                    reason: format!("built-in {what} not signed by the ARK: {e}"),
+                })?;
         }
         Ok(Self {
             product,
@@ -215,7 +217,9 @@ fn ext_int(value: &[u8]) -> Result<u8, SnpError> {
     let b = i.as_bytes();
     let v = b
         .iter()
-        .try_fold(0u32, |acc, x| acc.checked_mul(256).map(|a| a + u32::from(*x)))
+        .try_fold(0u32, |acc, x| {
+            acc.checked_mul(256).map(|a| a + u32::from(*x))
+        })
         .filter(|v| *v <= 255)
         .ok_or_else(|| SnpError::CertParse("TCB extension out of range".into()))?;
     Ok(v as u8)

@@ -46,7 +46,9 @@ pub enum SnpError {
         product: Option<Product>,
         reason: String,
     },
-    #[error("{what} certificate is not valid at {at} (valid {not_before}..{not_after}, unix seconds)")]
+    #[error(
+        "{what} certificate is not valid at {at} (valid {not_before}..{not_after}, unix seconds)"
+    )]
     CertExpired {
         what: String,
         not_before: i64,
@@ -188,16 +190,7 @@ impl SnpEvidence {
 
 /// Name of a cached VCEK for a chip at a TCB.
 pub fn cache_file_name(hwid: &[u8], tcb: &sev::firmware::host::TcbVersion) -> String {
-    let raw = u64::from_le_bytes([
-        tcb.bootloader,
-        tcb.tee,
-        0,
-        0,
-        0,
-        0,
-        tcb.snp,
-        tcb.microcode,
-    ]);
+    let raw = u64::from_le_bytes([tcb.bootloader, tcb.tee, 0, 0, 0, 0, tcb.snp, tcb.microcode]);
     let fmc = tcb.fmc.map(|f| format!("-{f:02x}")).unwrap_or_default();
     format!("{}-{raw:016x}{fmc}.der", hex::encode(hwid))
 }
@@ -267,13 +260,9 @@ impl SnpVerifier {
 
     fn find_endorsement_key(
         &self,
-        ev: &SnpEvidence,
         report: &AttestationReport,
         product: Option<Product>,
     ) -> Result<Vec<u8>, SnpError> {
-        if let Some(k) = &ev.endorsement_key {
-            return Ok(k.clone());
-        }
         let hwid: &[u8] = match product {
             Some(Product::Turin) => &report.chip_id[..8],
             _ => &report.chip_id,
@@ -283,7 +272,12 @@ impl SnpVerifier {
             match std::fs::read(&p) {
                 Ok(d) => return Ok(d),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(SnpError::NoEndorsementKey(format!(": {}: {e}", p.display()))),
+                Err(e) => {
+                    return Err(SnpError::NoEndorsementKey(format!(
+                        ": {}: {e}",
+                        p.display()
+                    )))
+                }
             }
         }
         match (&self.config.kds_url, &self.kds, product) {
@@ -312,21 +306,31 @@ impl SnpVerifier {
             ))
             .into());
         }
-        let report = AttestationReport::from_bytes(&ev.report)
-            .map_err(|e| SnpError::Malformed(format!("report: {e}")))?;
-        if report.key_info.mask_chip_key() {
+        // The signature is checked on the raw bytes before the full parse, so a
+        // tampered report is reported as such even where it no longer parses.
+        let raw = &ev.report;
+        let u32_at = |o: usize| u32::from_le_bytes([raw[o], raw[o + 1], raw[o + 2], raw[o + 3]]);
+        let key_info = u32_at(0x48);
+        if key_info & 0b10 != 0 {
             return Err(SnpError::Unsigned.into());
         }
-        let key = match report.key_info.signing_key() {
+        let key = match (key_info >> 2) & 0b111 {
             0 => SigningKey::Vcek,
             1 => SigningKey::Vlek,
             _ => return Err(SnpError::Unsigned.into()),
         };
-        let hint = match (report.cpuid_fam_id, report.cpuid_mod_id) {
-            (Some(f), Some(m)) => Product::from_cpuid(f, m),
-            _ => None,
+        let hint = if u32_at(0) >= 3 {
+            Product::from_cpuid(raw[0x188], raw[0x189])
+        } else {
+            None
         };
-        let ek_der = self.find_endorsement_key(ev, &report, hint)?;
+        let parsed = AttestationReport::from_bytes(raw)
+            .map_err(|e| SnpError::Malformed(format!("report: {e}")));
+        let ek_der = match (&ev.endorsement_key, &parsed) {
+            (Some(k), _) => k.clone(),
+            (None, Ok(report)) => self.find_endorsement_key(report, hint)?,
+            (None, Err(e)) => return Err(SnpError::Malformed(e.to_string()).into()),
+        };
         let ek = EndorsementKey::from_der(&ek_der)?;
 
         // Try the hinted product first; a v2 report carries no CPUID, so try all.
@@ -352,6 +356,7 @@ impl SnpVerifier {
         })?;
 
         verify_report_signature(&ev.report, ek.public_key_sec1())?;
+        let report = parsed?;
 
         let (cert_tcb, hwid) = certs::cert_tcb_and_hwid(&ek.x509)?;
         check_tcb(&report.reported_tcb, &cert_tcb, product)?;

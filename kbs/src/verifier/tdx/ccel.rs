@@ -133,7 +133,9 @@ pub fn parse(log: &[u8]) -> Result<Vec<CcEvent>, TdxError> {
     let size = c.u32()? as usize;
     let spec = c.take(size)?;
     if spec.len() < 28 || !spec.starts_with(b"Spec ID Event03\0") {
-        return Err(TdxError::EventLog("not a crypto-agile (Spec ID Event03) log".into()));
+        return Err(TdxError::EventLog(
+            "not a crypto-agile (Spec ID Event03) log".into(),
+        ));
     }
     let mut s = Cur { b: spec, pos: 24 };
     let n_algs = s.u32()? as usize;
@@ -165,7 +167,9 @@ pub fn parse(log: &[u8]) -> Result<Vec<CcEvent>, TdxError> {
                 .iter()
                 .find(|(a, _)| *a == alg)
                 .map(|(_, s)| *s)
-                .ok_or_else(|| TdxError::EventLog(format!("undeclared digest algorithm {alg:#x}")))?;
+                .ok_or_else(|| {
+                    TdxError::EventLog(format!("undeclared digest algorithm {alg:#x}"))
+                })?;
             digests.push(EventDigest {
                 alg,
                 digest: hex::encode(c.take(sz)?),

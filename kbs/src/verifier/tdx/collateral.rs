@@ -129,8 +129,8 @@ pub struct TcbResult {
 }
 
 fn signed_body(json: &[u8], what: &str) -> Result<(Vec<u8>, [u8; 64]), TdxError> {
-    let s: Signed<'_> = serde_json::from_slice(json)
-        .map_err(|e| TdxError::Malformed(format!("{what}: {e}")))?;
+    let s: Signed<'_> =
+        serde_json::from_slice(json).map_err(|e| TdxError::Malformed(format!("{what}: {e}")))?;
     let sig = hex::decode(&s.signature)
         .ok()
         .and_then(|v| <[u8; 64]>::try_from(v).ok())
@@ -138,7 +138,12 @@ fn signed_body(json: &[u8], what: &str) -> Result<(Vec<u8>, [u8; 64]), TdxError>
     Ok((s.body.get().as_bytes().to_vec(), sig))
 }
 
-fn verify_body(signer: &Certificate, body: &[u8], sig: &[u8; 64], what: &str) -> Result<(), TdxError> {
+fn verify_body(
+    signer: &Certificate,
+    body: &[u8],
+    sig: &[u8; 64],
+    what: &str,
+) -> Result<(), TdxError> {
     let key = pck::spki_sec1(signer);
     let xy: [u8; 64] = key
         .get(1..65)
@@ -275,7 +280,12 @@ impl Collateral {
         })?;
         let chain = read("tcb_signing_chain.pem")?;
         let mut crls = Vec::new();
-        for name in ["root_ca_crl.der", "root_ca_crl.pem", "pck_crl.der", "pck_crl.pem"] {
+        for name in [
+            "root_ca_crl.der",
+            "root_ca_crl.pem",
+            "pck_crl.der",
+            "pck_crl.pem",
+        ] {
             if let Some(c) = read(name)? {
                 crls.push(c);
             }
@@ -296,7 +306,11 @@ impl Collateral {
     pub fn check_current(&self, root: &Certificate, at: OffsetDateTime) -> Result<(), TdxError> {
         let t = at.unix_timestamp();
         for (what, issue, next) in [
-            ("tcbInfo", &self.tcb_info.issue_date, &self.tcb_info.next_update),
+            (
+                "tcbInfo",
+                &self.tcb_info.issue_date,
+                &self.tcb_info.next_update,
+            ),
             (
                 "enclaveIdentity",
                 &self.qe_identity.issue_date,
@@ -359,9 +373,15 @@ impl Collateral {
                 "MRSIGNER or ISVPRODID differ".into(),
             ));
         }
-        if !masked_eq(&qe.miscselect().to_le_bytes(), &qi.miscselect_mask, &qi.miscselect)
-            && !masked_eq(&qe.miscselect().to_be_bytes(), &qi.miscselect_mask, &qi.miscselect)
-        {
+        if !masked_eq(
+            &qe.miscselect().to_le_bytes(),
+            &qi.miscselect_mask,
+            &qi.miscselect,
+        ) && !masked_eq(
+            &qe.miscselect().to_be_bytes(),
+            &qi.miscselect_mask,
+            &qi.miscselect,
+        ) {
             return Err(TdxError::QeIdentityMismatch("MISCSELECT".into()));
         }
         if !masked_eq(qe.attributes(), &qi.attributes_mask, &qi.attributes) {
@@ -394,7 +414,11 @@ impl Collateral {
                 .find(|i| i.id.eq_ignore_ascii_case(&id))
                 .ok_or_else(|| TdxError::TcbLevelNotFound(format!("module identity {id}")))?;
             if !hex_eq(&ident.mrsigner, &r.mr_signer_seam)
-                || !masked_eq(&r.seam_attributes, &ident.attributes_mask, &ident.attributes)
+                || !masked_eq(
+                    &r.seam_attributes,
+                    &ident.attributes_mask,
+                    &ident.attributes,
+                )
             {
                 return Err(TdxError::QeIdentityMismatch(format!(
                     "TDX module does not match identity {id}"

@@ -276,9 +276,9 @@ impl TdxVerifier {
         let tcb = match &coll {
             Some(c) => {
                 c.check_current(&self.root, at)?;
-                let ca = chain.get(1).ok_or_else(|| {
-                    TdxError::PckChain("PCK chain has no intermediate CA".into())
-                })?;
+                let ca = chain
+                    .get(1)
+                    .ok_or_else(|| TdxError::PckChain("PCK chain has no intermediate CA".into()))?;
                 Some(c.evaluate(&q, &leaf_ext, ca, at)?)
             }
             None if self.config.require_collateral => {

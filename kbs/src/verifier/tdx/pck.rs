@@ -126,7 +126,9 @@ pub fn verify_chain(
             let revoked = crl.tbs_cert_list.revoked_certificates.iter().flatten();
             for r in revoked {
                 if r.serial_number == cert.tbs_certificate.serial_number {
-                    return Err(TdxError::CertRevoked(cert.tbs_certificate.subject.to_string()));
+                    return Err(TdxError::CertRevoked(
+                        cert.tbs_certificate.subject.to_string(),
+                    ));
                 }
             }
         }
@@ -223,7 +225,8 @@ fn entries(mut body: &[u8]) -> Result<Vec<(String, u8, &[u8])>, TdxError> {
 }
 
 fn small_int(v: &[u8]) -> u16 {
-    v.iter().fold(0u16, |a, x| a.wrapping_shl(8) | u16::from(*x))
+    v.iter()
+        .fold(0u16, |a, x| a.wrapping_shl(8) | u16::from(*x))
 }
 
 pub fn pck_extension(cert: &Certificate) -> Result<PckExtension, TdxError> {

@@ -182,7 +182,10 @@ impl Quote {
         let signed = b[..r.pos].to_vec();
         let sig_len = r.u32("signature length")? as usize;
         let sig_data = r.take(sig_len, "signature data")?;
-        let mut s = Reader { b: sig_data, pos: 0 };
+        let mut s = Reader {
+            b: sig_data,
+            pos: 0,
+        };
         let signature = s.arr::<64>("quote signature")?;
         let attestation_key = s.arr::<64>("attestation key")?;
         let cert_type = s.u16("certification data")?;
