@@ -1,6 +1,8 @@
 //! The default SNP and TDX attestation policies, evaluated with regorus against
 //! claims of the real captured evidence.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 use kbs::verifier::snp::{SnpConfig, SnpEvidence, SnpVerifier};
 use kbs::verifier::tdx::{TdxConfig, TdxEvidence, TdxVerifier};
 use serde_json::{json, Value};

@@ -2,6 +2,8 @@
 //! the hardware that replay captured real output) is what the KBS verifiers
 //! accept, and is refused where it must be.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 use attester::snp::{SnpAttester, SnpFirmware};
 use attester::tdx::{TdxAttester, TdxPlatform};
 use attester::Attester;

@@ -48,8 +48,8 @@ impl Expected<'_> {
 #[serde(untagged)]
 pub enum TeeClaims {
     Sample(sample::SampleClaims),
-    Snp(snp::SnpClaims),
-    Tdx(tdx::TdxClaims),
+    Snp(Box<snp::SnpClaims>),
+    Tdx(Box<tdx::TdxClaims>),
 }
 
 /// Why evidence was rejected.

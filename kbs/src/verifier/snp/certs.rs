@@ -156,16 +156,31 @@ impl AmdRoots {
         key: SigningKey,
         at: OffsetDateTime,
     ) -> Result<(), SnpError> {
+        self.verify_endorsement_key_inner(ek, key, at, true)
+    }
+
+    /// As [`Self::verify_endorsement_key`]; with `check_signature` false only the
+    /// validity periods are checked (for a certificate whose signature was
+    /// verified before).
+    pub(crate) fn verify_endorsement_key_inner(
+        &self,
+        ek: &EndorsementKey,
+        key: SigningKey,
+        at: OffsetDateTime,
+        check_signature: bool,
+    ) -> Result<(), SnpError> {
         let (issuer, issuer_x509) = match key {
             SigningKey::Vcek => (&self.ask, &self.ask_x509),
             SigningKey::Vlek => (&self.asvk, &self.asvk_x509),
         };
-        (issuer, &ek.sev)
-            .verify()
-            .map_err(|e| SnpError::ChainInvalid {
-                product: Some(self.product),
-                reason: e.to_string(),
-            })?;
+        if check_signature {
+            (issuer, &ek.sev)
+                .verify()
+                .map_err(|e| SnpError::ChainInvalid {
+                    product: Some(self.product),
+                    reason: e.to_string(),
+                })?;
+        }
         for (what, cert) in [
             ("endorsement key", &ek.x509),
             ("ASK/ASVK", issuer_x509),

@@ -21,8 +21,11 @@ use serde::{Deserialize, Serialize};
 use sev::firmware::guest::AttestationReport;
 use sev::firmware::host::{CertTableEntry, CertType};
 use sev::parser::ByteParser;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use time::OffsetDateTime;
 
 /// Size of an SNP attestation report.
@@ -230,7 +233,14 @@ pub struct SnpVerifier {
     kds: Option<Box<dyn KdsClient>>,
     /// Fixed verification time (offline verification of old evidence); `None` = now.
     at: Option<OffsetDateTime>,
+    /// SHA-256 of endorsement keys (DER and key kind) whose AMD signature was
+    /// verified, with their product: the RSA check is skipped for them, the
+    /// validity periods are still checked every time.
+    verified_keys: Mutex<HashMap<[u8; 32], Product>>,
 }
+
+/// Bound on remembered endorsement keys (one per chip and TCB).
+const MAX_VERIFIED_KEYS: usize = 4096;
 
 impl SnpVerifier {
     pub fn new(config: SnpConfig) -> Result<Self, SnpError> {
@@ -243,6 +253,7 @@ impl SnpVerifier {
             config,
             kds: None,
             at: None,
+            verified_keys: Mutex::new(HashMap::new()),
         })
     }
 
@@ -290,6 +301,31 @@ impl SnpVerifier {
         }
     }
 
+    /// The product whose roots signed `ek` (hinted product first; a v2 report
+    /// carries no CPUID, so all are tried).
+    fn find_product(
+        &self,
+        ek: &EndorsementKey,
+        key: SigningKey,
+        hint: Option<Product>,
+        at: OffsetDateTime,
+    ) -> Result<Product, SnpError> {
+        let mut order: Vec<&AmdRoots> = self.roots.iter().collect();
+        order.sort_by_key(|r| Some(r.product) != hint);
+        let mut last = None;
+        for roots in order {
+            match roots.verify_endorsement_key(ek, key, at) {
+                Ok(()) => return Ok(roots.product),
+                Err(e @ SnpError::ChainInvalid { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(SnpError::ChainInvalid {
+            product: None,
+            reason: "no AMD roots".into(),
+        }))
+    }
+
     /// Verify raw evidence. `report_data` is the full 64-byte value the report
     /// must carry; `init_data_digest`, when given, must be bound in HOST_DATA.
     pub fn verify_evidence(
@@ -333,27 +369,32 @@ impl SnpVerifier {
         };
         let ek = EndorsementKey::from_der(&ek_der)?;
 
-        // Try the hinted product first; a v2 report carries no CPUID, so try all.
-        let mut order: Vec<&AmdRoots> = self.roots.iter().collect();
-        order.sort_by_key(|r| Some(r.product) != hint);
-        let mut product = None;
-        let mut last = None;
-        for roots in order {
-            match roots.verify_endorsement_key(&ek, key, at) {
-                Ok(()) => {
-                    product = Some(roots.product);
-                    break;
-                }
-                Err(e @ SnpError::ChainInvalid { .. }) => last = Some(e),
-                Err(e) => return Err(e.into()),
+        let ek_id: [u8; 32] = Sha256::new()
+            .chain_update(&ek_der)
+            .chain_update([key as u8])
+            .finalize()
+            .into();
+        let known = self
+            .verified_keys
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&ek_id).copied());
+        let product = match known.and_then(|p| self.roots.iter().find(|r| r.product == p)) {
+            Some(roots) => {
+                roots.verify_endorsement_key_inner(&ek, key, at, false)?;
+                roots.product
             }
-        }
-        let product = product.ok_or_else(|| {
-            last.unwrap_or(SnpError::ChainInvalid {
-                product: None,
-                reason: "no AMD roots".into(),
-            })
-        })?;
+            None => {
+                let product = self.find_product(&ek, key, hint, at)?;
+                if let Ok(mut m) = self.verified_keys.lock() {
+                    if m.len() >= MAX_VERIFIED_KEYS {
+                        m.clear();
+                    }
+                    m.insert(ek_id, product);
+                }
+                product
+            }
+        };
 
         verify_report_signature(&ev.report, ek.public_key_sec1())?;
         let report = parsed?;
@@ -455,7 +496,7 @@ impl Verifier for SnpVerifier {
             Some(&expected.report_data_64()),
             expected.init_data_digest,
         )?;
-        Ok(TeeClaims::Snp(claims))
+        Ok(TeeClaims::Snp(Box::new(claims)))
     }
 }
 

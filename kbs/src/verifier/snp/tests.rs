@@ -1,4 +1,5 @@
 use super::*;
+use std::sync::Mutex;
 
 const REPORT: &[u8] = include_bytes!("../../../testdata/snp/report.bin");
 const VCEK: &[u8] = include_bytes!("../../../testdata/snp/vcek.der");
@@ -230,7 +231,7 @@ fn vcek_is_found_in_the_cache_dir() {
 }
 
 #[derive(Debug)]
-struct FakeKds(std::sync::Mutex<Vec<String>>, Vec<u8>);
+struct FakeKds(Mutex<Vec<String>>, Vec<u8>);
 
 impl KdsClient for FakeKds {
     fn get(&self, url: &str) -> Result<Vec<u8>, String> {
@@ -325,4 +326,18 @@ fn builtin_roots_are_self_consistent_for_every_product() {
     for p in Product::ALL {
         AmdRoots::builtin(p).unwrap();
     }
+}
+
+#[test]
+fn remembered_vcek_still_gets_its_validity_checked_and_others_their_chain() {
+    let v = verifier();
+    v.verify_evidence(&ev(REPORT, VCEK), None, None).unwrap();
+    // Same verifier (same cache), later than the VCEK's notAfter.
+    let v = v.at(time::macros::datetime!(2031-01-01 00:00 UTC));
+    let e = snp_err(v.verify_evidence(&ev(REPORT, VCEK), None, None));
+    assert!(matches!(e, SnpError::CertExpired { .. }), "{e}");
+    let v = v.at(time::macros::datetime!(2025-06-01 00:00 UTC));
+    let e = snp_err(v.verify_evidence(&ev(REPORT, VCEK_BAD_NEW), None, None));
+    assert!(matches!(e, SnpError::ChainInvalid { .. }), "{e}");
+    v.verify_evidence(&ev(REPORT, VCEK), None, None).unwrap();
 }

@@ -27,7 +27,7 @@ use base64::Engine;
 use kbs_types::Tee;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
@@ -195,8 +195,14 @@ pub struct TdxVerifier {
     pccs: Option<Box<dyn PccsClient>>,
     /// Verified collateral per FMSPC: parsed and signature-checked once.
     cache: Mutex<HashMap<[u8; 6], Arc<Collateral>>>,
+    /// SHA-256 of PCK chains (PEM) whose signatures verified up to the root;
+    /// validity and revocation are still checked on every quote.
+    verified_chains: Mutex<HashSet<[u8; 32]>>,
     at: Option<OffsetDateTime>,
 }
+
+/// Bound on remembered PCK chains (one per platform).
+const MAX_VERIFIED_CHAINS: usize = 4096;
 
 impl TdxVerifier {
     pub fn new(config: TdxConfig) -> Result<Self, TdxError> {
@@ -205,6 +211,7 @@ impl TdxVerifier {
             config,
             pccs: None,
             cache: Mutex::new(HashMap::new()),
+            verified_chains: Mutex::new(HashSet::new()),
             at: None,
         })
     }
@@ -270,7 +277,21 @@ impl TdxVerifier {
         let leaf_ext = pck::pck_extension(&chain[0])?;
         let coll = self.collateral(&leaf_ext.fmspc)?;
         let crls = coll.as_ref().map(|c| c.crls()).unwrap_or(&[]);
-        let chain = pck::verify_chain(&chain, &self.root, crls, at)?;
+        let chain_id: [u8; 32] = Sha256::digest(&q.pck_chain_pem).into();
+        let known = self
+            .verified_chains
+            .lock()
+            .map(|s| s.contains(&chain_id))
+            .unwrap_or(false);
+        let chain = pck::verify_chain_inner(&chain, &self.root, crls, at, !known)?;
+        if !known {
+            if let Ok(mut s) = self.verified_chains.lock() {
+                if s.len() >= MAX_VERIFIED_CHAINS {
+                    s.clear();
+                }
+                s.insert(chain_id);
+            }
+        }
         verify_quote_signatures(&q, &chain[0])?;
 
         let tcb = match &coll {
@@ -315,9 +336,9 @@ impl TdxVerifier {
                 // RTMR3 holds runtime measurements that are not in the firmware
                 // log; compare it only when the log covers it.
                 let has_rtmr3 = events.iter().any(|e| e.index == 4);
-                for i in 0..4 {
-                    if (i < 3 || has_rtmr3) && replayed[i] != r.rtmr[i] {
-                        return Err(TdxError::RtmrMismatch { index: i }.into());
+                for (index, (log, quoted)) in replayed.iter().zip(&r.rtmr).enumerate() {
+                    if (index < 3 || has_rtmr3) && log != quoted {
+                        return Err(TdxError::RtmrMismatch { index }.into());
                     }
                 }
                 Some(events)
@@ -350,7 +371,7 @@ impl Verifier for TdxVerifier {
             Some(&expected.report_data_64()),
             expected.init_data_digest,
         )?;
-        Ok(TeeClaims::Tdx(claims))
+        Ok(TeeClaims::Tdx(Box::new(claims)))
     }
 }
 

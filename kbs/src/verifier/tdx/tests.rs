@@ -1,5 +1,6 @@
 use super::*;
 use base64::Engine;
+use std::sync::Mutex;
 
 const V4: &[u8] = include_bytes!("../../../testdata/tdx/quote-v4-with-collateral.dat");
 const V5: &[u8] = include_bytes!("../../../testdata/tdx/quote-v5.dat");
@@ -176,7 +177,7 @@ fn tamper_pck_leaf(quote: &[u8]) -> Vec<u8> {
         + 25;
     let pem = std::str::from_utf8(&quote[start..end]).unwrap();
     let (label, der) = der::pem::decode_vec(pem.as_bytes()).unwrap();
-    let cert = x509_cert::Certificate::from_der(&der).unwrap();
+    let cert = Certificate::from_der(&der).unwrap();
     let key = pck::spki_sec1(&cert).to_vec();
     let pos = der.windows(key.len()).position(|w| w == key).unwrap();
     let mut der = der.clone();
@@ -294,7 +295,7 @@ fn verifier_trait_takes_json_evidence() {
 }
 
 #[derive(Debug)]
-struct FilePccs(std::sync::Mutex<Vec<String>>);
+struct FilePccs(Mutex<Vec<String>>);
 
 impl PccsClient for FilePccs {
     fn get(&self, url: &str) -> Result<Vec<u8>, String> {
@@ -397,4 +398,15 @@ fn garbage_quotes_are_malformed_not_panics() {
         Quote::parse(&v3),
         Err(TdxError::UnsupportedVersion(3))
     ));
+}
+
+#[test]
+fn remembered_pck_chain_still_gets_validity_and_tampering_checked() {
+    let v = no_collateral_verifier();
+    v.verify_evidence(&ev(V4), None, None).unwrap();
+    let e = tdx_err(v.verify_evidence(&ev(&tamper_pck_leaf(V4)), None, None));
+    assert!(matches!(e, TdxError::PckChain(_)), "{e}");
+    let v = v.at(time::macros::datetime!(2033-01-01 00:00 UTC));
+    let e = tdx_err(v.verify_evidence(&ev(V4), None, None));
+    assert!(matches!(e, TdxError::CertExpired { .. }), "{e}");
 }
