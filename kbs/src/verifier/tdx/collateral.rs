@@ -302,7 +302,7 @@ impl Collateral {
     }
 
     /// Check that the collateral is current at `at`: TCB info and QE identity
-    /// inside issueDate..nextUpdate, the signing chain valid, CRLs signed and current.
+    /// inside issueDate..nextUpdate, the signing chain valid and not revoked.
     pub fn check_current(&self, root: &Certificate, at: OffsetDateTime) -> Result<(), TdxError> {
         let t = at.unix_timestamp();
         for (what, issue, next) in [
@@ -327,31 +327,19 @@ impl Collateral {
                 });
             }
         }
-        pck::verify_chain(&self.signing_chain, root, &[], at)?;
+        let signing = pck::verify_chain(&self.signing_chain, root, at)?;
+        // The root CA CRL can revoke the TCB signing certificate too.
         for crl in &self.crls {
-            // Root CRL is signed by the root, the PCK CRL by the PCK CA, which we
-            // only know from the quote: those are checked in `evaluate`.
             if crl.tbs_cert_list.issuer == root.tbs_certificate.subject {
                 pck::verify_crl(crl, &[root], at)?;
             }
         }
-        Ok(())
+        pck::check_revocation(&signing, &self.crls)
     }
 
     /// Evaluate the quote's TCB (PCK extension, TEE TCB SVN, QE report).
-    pub fn evaluate(
-        &self,
-        q: &Quote,
-        pck_ext: &PckExtension,
-        pck_ca: &Certificate,
-        at: OffsetDateTime,
-    ) -> Result<TcbResult, TdxError> {
+    pub fn evaluate(&self, q: &Quote, pck_ext: &PckExtension) -> Result<TcbResult, TdxError> {
         let ti = &self.tcb_info;
-        for crl in &self.crls {
-            if crl.tbs_cert_list.issuer == pck_ca.tbs_certificate.subject {
-                pck::verify_crl(crl, &[pck_ca], at)?;
-            }
-        }
         if !hex_eq(&ti.fmspc, &pck_ext.fmspc) {
             return Err(TdxError::FmspcMismatch {
                 quote: hex::encode(pck_ext.fmspc),

@@ -33,6 +33,11 @@ use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 use x509_cert::Certificate;
 
+/// QE vendor ID of Intel's quoting enclaves.
+pub const INTEL_QE_VENDOR_ID: [u8; 16] = [
+    0x93, 0x9a, 0x72, 0x33, 0xf7, 0x9c, 0x4c, 0xa9, 0x94, 0x0a, 0x0d, 0xb3, 0x95, 0x7f, 0x06, 0x07,
+];
+
 /// Why TDX evidence was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum TdxError {
@@ -276,14 +281,13 @@ impl TdxVerifier {
         let chain = pck::parse_pem_chain(&q.pck_chain_pem)?;
         let leaf_ext = pck::pck_extension(&chain[0])?;
         let coll = self.collateral(&leaf_ext.fmspc)?;
-        let crls = coll.as_ref().map(|c| c.crls()).unwrap_or(&[]);
         let chain_id: [u8; 32] = Sha256::digest(&q.pck_chain_pem).into();
         let known = self
             .verified_chains
             .lock()
             .map(|s| s.contains(&chain_id))
             .unwrap_or(false);
-        let chain = pck::verify_chain_inner(&chain, &self.root, crls, at, !known)?;
+        let chain = pck::verify_chain_inner(&chain, &self.root, at, !known)?;
         if !known {
             if let Ok(mut s) = self.verified_chains.lock() {
                 if s.len() >= MAX_VERIFIED_CHAINS {
@@ -292,15 +296,27 @@ impl TdxVerifier {
                 s.insert(chain_id);
             }
         }
+        if q.qe_vendor_id != INTEL_QE_VENDOR_ID {
+            return Err(TdxError::QeIdentityMismatch(format!(
+                "QE vendor {} is not Intel",
+                hex::encode(q.qe_vendor_id)
+            ))
+            .into());
+        }
         verify_quote_signatures(&q, &chain[0])?;
 
         let tcb = match &coll {
             Some(c) => {
+                // CRLs are trusted only once verified: root CRL by the root, PCK
+                // CRL by the (now verified) intermediate CA of this chain.
+                let mut issuers: Vec<&Certificate> = chain.iter().skip(1).collect();
+                issuers.push(&self.root);
+                for crl in c.crls() {
+                    pck::verify_crl(crl, &issuers, at)?;
+                }
+                pck::check_revocation(&chain, c.crls())?;
                 c.check_current(&self.root, at)?;
-                let ca = chain
-                    .get(1)
-                    .ok_or_else(|| TdxError::PckChain("PCK chain has no intermediate CA".into()))?;
-                Some(c.evaluate(&q, &leaf_ext, ca, at)?)
+                Some(c.evaluate(&q, &leaf_ext)?)
             }
             None if self.config.require_collateral => {
                 return Err(TdxError::CollateralMissing(format!(

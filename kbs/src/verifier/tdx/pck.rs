@@ -77,23 +77,22 @@ fn check_time(cert: &Certificate, at: OffsetDateTime) -> Result<(), TdxError> {
 }
 
 /// Verify `chain` (leaf first; a trailing root is allowed and must be Intel's)
-/// up to the built-in Intel root, each certificate valid at `at` and not revoked
-/// by `crls`. Returns the chain without the root.
+/// up to the built-in Intel root, each certificate valid at `at`. Returns the
+/// chain without the root. Revocation is [`check_revocation`], once the CRLs
+/// themselves are verified against this chain.
 pub fn verify_chain(
     chain: &[Certificate],
     root: &Certificate,
-    crls: &[CertificateList],
     at: OffsetDateTime,
 ) -> Result<Vec<Certificate>, TdxError> {
-    verify_chain_inner(chain, root, crls, at, true)
+    verify_chain_inner(chain, root, at, true)
 }
 
 /// As [`verify_chain`]; with `check_signatures` false the signatures (verified
-/// before for these exact bytes) are skipped, names, validity and CRLs are not.
+/// before for these exact bytes) are skipped, names and validity are not.
 pub(crate) fn verify_chain_inner(
     chain: &[Certificate],
     root: &Certificate,
-    crls: &[CertificateList],
     at: OffsetDateTime,
     check_signatures: bool,
 ) -> Result<Vec<Certificate>, TdxError> {
@@ -133,21 +132,30 @@ pub(crate) fn verify_chain_inner(
             })?;
         }
         check_time(cert, at)?;
+    }
+    Ok(certs)
+}
+
+/// Fail if a CRL of a certificate's issuer lists its serial number. The CRLs
+/// must have been verified ([`verify_crl`]) first.
+pub fn check_revocation(chain: &[Certificate], crls: &[CertificateList]) -> Result<(), TdxError> {
+    for cert in chain {
         for crl in crls {
             if crl.tbs_cert_list.issuer != cert.tbs_certificate.issuer {
                 continue;
             }
             let revoked = crl.tbs_cert_list.revoked_certificates.iter().flatten();
-            for r in revoked {
-                if r.serial_number == cert.tbs_certificate.serial_number {
-                    return Err(TdxError::CertRevoked(
-                        cert.tbs_certificate.subject.to_string(),
-                    ));
-                }
+            if revoked
+                .into_iter()
+                .any(|r| r.serial_number == cert.tbs_certificate.serial_number)
+            {
+                return Err(TdxError::CertRevoked(
+                    cert.tbs_certificate.subject.to_string(),
+                ));
             }
         }
     }
-    Ok(certs)
+    Ok(())
 }
 
 /// Check a CRL's signature (by `issuer`) and that it is current at `at`.

@@ -1,6 +1,7 @@
 use super::*;
 use base64::Engine;
 use std::sync::Mutex;
+use x509_cert::crl::CertificateList;
 
 const V4: &[u8] = include_bytes!("../../../testdata/tdx/quote-v4-with-collateral.dat");
 const V5: &[u8] = include_bytes!("../../../testdata/tdx/quote-v5.dat");
@@ -210,7 +211,7 @@ fn foreign_root_is_a_chain_error() {
     let other = pck::parse_pem_chain(pck::INTEL_TCB_SIGNING_PEM)
         .unwrap()
         .remove(0);
-    let e = pck::verify_chain(&chain[..2], &other, &[], pinned()).unwrap_err();
+    let e = pck::verify_chain(&chain[..2], &other, pinned()).unwrap_err();
     assert!(matches!(e, TdxError::PckChain(_)), "{e}");
 }
 
@@ -409,4 +410,37 @@ fn remembered_pck_chain_still_gets_validity_and_tampering_checked() {
     let v = v.at(time::macros::datetime!(2033-01-01 00:00 UTC));
     let e = tdx_err(v.verify_evidence(&ev(V4), None, None));
     assert!(matches!(e, TdxError::CertExpired { .. }), "{e}");
+}
+
+const FORGED_CRL: &[u8] = include_bytes!("../../../testdata/forged/pck_crl_revoking_v4_pck.der");
+
+#[test]
+fn revoked_pck_is_rejected_once_the_crl_is_trusted() {
+    // The CRL names the v4 PCK's serial under its issuer's name; revocation
+    // matching alone must catch it ...
+    let crl = CertificateList::from_der(FORGED_CRL).unwrap();
+    let chain = pck::parse_pem_chain(&Quote::parse(V4).unwrap().pck_chain_pem).unwrap();
+    let e = pck::check_revocation(&chain, std::slice::from_ref(&crl)).unwrap_err();
+    assert!(matches!(e, TdxError::CertRevoked(_)), "{e}");
+}
+
+#[test]
+fn crl_not_signed_by_intel_is_refused_not_used() {
+    // ... but this CRL is not signed by Intel's PCK Platform CA: the verifier
+    // refuses the collateral instead of trusting it.
+    let c = Collateral::from_parts(TCB_INFO, QE_ID, None, &[FORGED_CRL.to_vec()]).unwrap();
+    let v = TdxVerifier::new(TdxConfig::default()).unwrap().at(pinned());
+    v.add_collateral([0x00, 0xa0, 0x6d, 0x08, 0x00, 0x00], c);
+    let e = tdx_err(v.verify_evidence(&ev(V4), None, None));
+    assert!(matches!(e, TdxError::CollateralSignature(_)), "{e}");
+}
+
+#[test]
+fn quote_from_a_non_intel_qe_is_refused() {
+    // QE vendor ID is header bytes 12..28; it is part of the signed header, so
+    // the check must come first to be seen.
+    let mut q = V4.to_vec();
+    q[12] ^= 0xff;
+    let e = tdx_err(no_collateral_verifier().verify_evidence(&ev(&q), None, None));
+    assert!(matches!(e, TdxError::QeIdentityMismatch(_)), "{e}");
 }
