@@ -360,12 +360,11 @@ impl SnpVerifier {
         } else {
             None
         };
-        let parsed = AttestationReport::from_bytes(raw)
-            .map_err(|e| SnpError::Malformed(format!("report: {e}")));
+        let parsed = AttestationReport::from_bytes(raw).map_err(|e| format!("report: {e}"));
         let ek_der = match (&ev.endorsement_key, &parsed) {
             (Some(k), _) => k.clone(),
             (None, Ok(report)) => self.find_endorsement_key(report, hint)?,
-            (None, Err(e)) => return Err(SnpError::Malformed(e.to_string()).into()),
+            (None, Err(e)) => return Err(SnpError::Malformed(e.clone()).into()),
         };
         let ek = EndorsementKey::from_der(&ek_der)?;
 
@@ -397,7 +396,7 @@ impl SnpVerifier {
         };
 
         verify_report_signature(&ev.report, ek.public_key_sec1())?;
-        let report = parsed?;
+        let report = parsed.map_err(SnpError::Malformed)?;
 
         let (cert_tcb, hwid) = certs::cert_tcb_and_hwid(&ek.x509)?;
         check_tcb(&report.reported_tcb, &cert_tcb, product)?;
