@@ -444,3 +444,21 @@ fn quote_from_a_non_intel_qe_is_refused() {
     let e = tdx_err(no_collateral_verifier().verify_evidence(&ev(&q), None, None));
     assert!(matches!(e, TdxError::QeIdentityMismatch(_)), "{e}");
 }
+
+#[test]
+fn v5_sample_is_a_td15_quote_and_its_extra_fields_are_claims() {
+    // Body type 3 (TD 1.5, 648 bytes): TEE_TCB_SVN2 and MRSERVICETD follow the
+    // TD 1.0 fields, and the signature covers the body descriptor too.
+    let parsed = Quote::parse(V5).unwrap();
+    assert_eq!(parsed.signed.len(), 48 + 6 + 648);
+    assert!(parsed.report.tee_tcb_svn2.is_some() && parsed.report.mr_service_td.is_some());
+    let c = no_collateral_verifier()
+        .verify_evidence(&ev(V5), None, None)
+        .unwrap();
+    assert_eq!(c.tee_tcb_svn2.as_deref().map(str::len), Some(32));
+    assert_eq!(c.mr_service_td.as_deref().map(str::len), Some(96));
+    // A TD 1.5 body cut to the TD 1.0 size no longer parses as a quote.
+    let mut q = V5.to_vec();
+    q[48] = 2;
+    assert!(Quote::parse(&q).is_err());
+}
