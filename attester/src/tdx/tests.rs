@@ -1,4 +1,5 @@
 use super::*;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 const QUOTE: &[u8] = include_bytes!("../../testdata/quote-v4-with-collateral.dat");
@@ -119,4 +120,49 @@ fn real_device_when_present() {
     }
     let r = LinuxTdx::default().tdreport(&[7; 64]).unwrap();
     assert_eq!(&r[128..192], &[7u8; 64], "REPORTDATA in REPORTMACSTRUCT");
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tdx-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn linux_paths_read_ccel_and_write_rtmr_extensions() {
+    let d = scratch("sysfs");
+    std::fs::create_dir_all(d.join("measurements")).unwrap();
+    std::fs::write(d.join("CCEL"), CCEL).unwrap();
+    let p = LinuxTdx {
+        tsm_report_dir: d.join("tsm/report"),
+        device: d.join("tdx_guest"),
+        ccel: d.join("CCEL"),
+        measurements: d.join("measurements"),
+    };
+    assert_eq!(p.ccel().unwrap().as_deref(), Some(CCEL));
+    TdxAttester::new(p.clone())
+        .extend_runtime_measurement(2, &[0xee; 48])
+        .unwrap();
+    assert_eq!(
+        std::fs::read(d.join("measurements/rtmr2:sha384")).unwrap(),
+        [0xee; 48]
+    );
+    std::fs::remove_file(d.join("CCEL")).unwrap();
+    assert_eq!(p.ccel().unwrap(), None);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn configfs_entry_is_removed_when_the_quote_fails() {
+    // A plain directory stands in for configfs: the entry gets created, but no
+    // provider appears in it, so the quote fails; the entry must not be left.
+    let d = scratch("tsm");
+    let p = LinuxTdx {
+        tsm_report_dir: d.clone(),
+        ..LinuxTdx::default()
+    };
+    assert!(p.quote(&[0; 64]).is_err());
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
+    std::fs::remove_dir_all(&d).unwrap();
 }
