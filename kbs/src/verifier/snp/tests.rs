@@ -341,3 +341,25 @@ fn remembered_vcek_still_gets_its_validity_checked_and_others_their_chain() {
     assert!(matches!(e, SnpError::ChainInvalid { .. }), "{e}");
     v.verify_evidence(&ev(REPORT, VCEK), None, None).unwrap();
 }
+
+#[test]
+fn verifiers_from_config_register_snp_and_tdx() {
+    use crate::verifier::{VerifierConfig, Verifiers};
+    let cfg: VerifierConfig = serde_json::from_value(serde_json::json!({
+        "snp": {"max_vmpl": 1, "vcek_cache_dir": "/var/cache/vcek"},
+        "tdx": {"collateral_dir": "/etc/kbs/tdx-collateral", "allow_debug": false},
+    }))
+    .unwrap();
+    assert_eq!(cfg.snp.max_vmpl, 1);
+    let v = Verifiers::from_config(&cfg).unwrap();
+    assert_eq!(v.get(Tee::Snp).unwrap().tee(), Tee::Snp);
+    assert_eq!(v.get(Tee::Tdx).unwrap().tee(), Tee::Tdx);
+    // Typos in security settings are errors, not silently ignored.
+    assert!(serde_json::from_value::<VerifierConfig>(
+        serde_json::json!({"snp": {"allow_debugging": true}})
+    )
+    .is_err());
+    let off: VerifierConfig =
+        serde_json::from_value(serde_json::json!({"snp": {"enabled": false}})).unwrap();
+    assert!(Verifiers::from_config(&off).unwrap().get(Tee::Snp).is_err());
+}
