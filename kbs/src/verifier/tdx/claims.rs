@@ -57,7 +57,7 @@ pub struct TdxClaims {
     pub fmspc: String,
     /// PCE security version from the PCK certificate.
     pub pce_svn: u16,
-    /// TCB status from Intel's collateral (worst of platform, module and QE):
+    /// TCB status from Intel's collateral (platform converged with module and QE):
     /// `UpToDate`, `SWHardeningNeeded`, `ConfigurationNeeded`,
     /// `ConfigurationAndSWHardeningNeeded`, `OutOfDate`,
     /// `OutOfDateConfigurationNeeded`; `null` when no collateral was checked.

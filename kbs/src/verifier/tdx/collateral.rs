@@ -118,7 +118,7 @@ pub struct Collateral {
 /// The outcome of TCB evaluation.
 #[derive(Debug, Clone)]
 pub struct TcbResult {
-    /// Worst of the platform, TDX module and QE statuses.
+    /// Platform status converged with the TDX module's and the QE's (as Intel QVL).
     pub status: String,
     pub platform_status: String,
     pub qe_status: String,
@@ -184,16 +184,19 @@ fn masked_eq(value: &[u8], mask_hex: &str, want_hex: &str) -> bool {
     }
 }
 
-fn severity(status: &str) -> u8 {
-    match status {
-        "UpToDate" => 0,
-        "SWHardeningNeeded" => 1,
-        "ConfigurationNeeded" => 2,
-        "ConfigurationAndSWHardeningNeeded" => 3,
-        "OutOfDate" => 4,
-        "OutOfDateConfigurationNeeded" => 5,
-        _ => 6,
+/// Intel QVL's convergence of the platform status with a component's (TDX
+/// module or QE): an out-of-date component makes the platform out of date,
+/// keeping "configuration needed"; a revoked one revokes it.
+fn converge(platform: &str, component: &str) -> String {
+    match (component, platform) {
+        ("Revoked", _) => "Revoked",
+        ("OutOfDate", "UpToDate" | "SWHardeningNeeded") => "OutOfDate",
+        ("OutOfDate", "ConfigurationNeeded" | "ConfigurationAndSWHardeningNeeded") => {
+            "OutOfDateConfigurationNeeded"
+        }
+        _ => platform,
     }
+    .to_string()
 }
 
 impl Collateral {
@@ -448,22 +451,18 @@ impl Collateral {
             })
             .ok_or_else(|| TdxError::TcbLevelNotFound("platform".into()))?;
 
-        let mut statuses = vec![level.tcb_status.as_str(), qe_level.tcb_status.as_str()];
+        let mut status = level.tcb_status.clone();
         if let Some(m) = &module_status {
-            statuses.push(m.as_str());
+            status = converge(&status, m);
         }
-        if statuses.contains(&"Revoked") {
+        status = converge(&status, &qe_level.tcb_status);
+        if status == "Revoked" {
             return Err(TdxError::TcbRevoked);
         }
-        let worst = statuses
-            .iter()
-            .max_by_key(|s| severity(s))
-            .map(|s| s.to_string())
-            .unwrap_or_default();
         let mut advisory_ids = level.advisory_ids.clone();
         advisory_ids.extend(qe_level.advisory_ids.iter().cloned());
         Ok(TcbResult {
-            status: worst,
+            status,
             platform_status: level.tcb_status.clone(),
             qe_status: qe_level.tcb_status.clone(),
             module_status,
@@ -491,4 +490,26 @@ pub fn pccs_urls(base: &str, fmspc: &[u8; 6]) -> (String, String) {
         ),
         format!("{base}/tdx/certification/v4/qe/identity"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::converge;
+
+    #[test]
+    fn convergence_follows_intel_qvl() {
+        assert_eq!(converge("UpToDate", "UpToDate"), "UpToDate");
+        assert_eq!(converge("UpToDate", "OutOfDate"), "OutOfDate");
+        assert_eq!(converge("SWHardeningNeeded", "OutOfDate"), "OutOfDate");
+        assert_eq!(
+            converge("ConfigurationNeeded", "OutOfDate"),
+            "OutOfDateConfigurationNeeded"
+        );
+        assert_eq!(converge("OutOfDate", "UpToDate"), "OutOfDate");
+        assert_eq!(converge("UpToDate", "Revoked"), "Revoked");
+        assert_eq!(
+            converge("SWHardeningNeeded", "UpToDate"),
+            "SWHardeningNeeded"
+        );
+    }
 }
