@@ -280,7 +280,6 @@ impl TdxVerifier {
         let q = Quote::parse(&ev.quote)?;
         let chain = pck::parse_pem_chain(&q.pck_chain_pem)?;
         let leaf_ext = pck::pck_extension(&chain[0])?;
-        let coll = self.collateral(&leaf_ext.fmspc)?;
         let chain_id: [u8; 32] = Sha256::digest(&q.pck_chain_pem).into();
         let known = self
             .verified_chains
@@ -296,6 +295,9 @@ impl TdxVerifier {
                 s.insert(chain_id);
             }
         }
+        // Only a PCK certificate Intel issued may make us look up (or fetch)
+        // collateral for its FMSPC.
+        let coll = self.collateral(&leaf_ext.fmspc)?;
         if q.qe_vendor_id != INTEL_QE_VENDOR_ID {
             return Err(TdxError::QeIdentityMismatch(format!(
                 "QE vendor {} is not Intel",
