@@ -202,7 +202,8 @@ fn converge(platform: &str, component: &str) -> String {
 impl Collateral {
     /// Parse and verify collateral: the signatures of TCB info and QE identity by
     /// the TCB signing certificate (`signing_chain_pem`, else Intel's built-in one),
-    /// which must chain to the Intel root. Time validity is checked per quote.
+    /// whose signature must chain to the built-in Intel root. Time validity is
+    /// checked per quote ([`Self::check_current`]).
     pub fn from_parts(
         tcb_info_json: &[u8],
         qe_identity_json: &[u8],
@@ -222,6 +223,8 @@ impl Collateral {
                 "collateral signer is not Intel SGX TCB Signing".into(),
             ));
         }
+        // Signatures up to Intel's root once, here; validity per quote.
+        pck::verify_chain_inner(&signing_chain, &pck::intel_root()?, None, true)?;
         let (tb, ts) = signed_body(tcb_info_json, "tcbInfo")?;
         verify_body(signer, &tb, &ts, "tcbInfo")?;
         let (qb, qs) = signed_body(qe_identity_json, "enclaveIdentity")?;
@@ -330,7 +333,7 @@ impl Collateral {
                 });
             }
         }
-        let signing = pck::verify_chain(&self.signing_chain, root, at)?;
+        let signing = pck::verify_chain_inner(&self.signing_chain, root, Some(at), false)?;
         // The root CA CRL can revoke the TCB signing certificate too.
         for crl in &self.crls {
             if crl.tbs_cert_list.issuer == root.tbs_certificate.subject {

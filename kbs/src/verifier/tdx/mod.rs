@@ -286,7 +286,7 @@ impl TdxVerifier {
             .lock()
             .map(|s| s.contains(&chain_id))
             .unwrap_or(false);
-        let chain = pck::verify_chain_inner(&chain, &self.root, at, !known)?;
+        let chain = pck::verify_chain_inner(&chain, &self.root, Some(at), !known)?;
         if !known {
             if let Ok(mut s) = self.verified_chains.lock() {
                 if s.len() >= MAX_VERIFIED_CHAINS {

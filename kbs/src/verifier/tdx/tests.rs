@@ -462,3 +462,28 @@ fn v5_sample_is_a_td15_quote_and_its_extra_fields_are_claims() {
     q[48] = 2;
     assert!(Quote::parse(&q).is_err());
 }
+
+#[test]
+fn collateral_signed_under_a_foreign_signing_chain_is_refused_at_load() {
+    // A signing "chain" that does not lead to Intel's root: the PCK leaf and
+    // its CA from the quote are Intel's, but not a TCB signing certificate.
+    let pem = Quote::parse(V4).unwrap().pck_chain_pem;
+    let e = Collateral::from_parts(TCB_INFO, QE_ID, Some(&pem), &[]).unwrap_err();
+    assert!(matches!(e, TdxError::PckChain(_)), "{e}");
+    // Intel's own root as the "signing chain": chains, but is not the signer.
+    let root_pem = der::pem::encode_string(
+        "CERTIFICATE",
+        der::pem::LineEnding::LF,
+        pck::INTEL_ROOT_CA_DER,
+    )
+    .unwrap();
+    let e = Collateral::from_parts(TCB_INFO, QE_ID, Some(root_pem.as_bytes()), &[]).unwrap_err();
+    assert!(matches!(e, TdxError::PckChain(_)), "{e}");
+    // Right name, self-signed: must not chain to Intel's root.
+    let forged = include_bytes!("../../../testdata/forged/tcb_signing_self_signed.pem");
+    let e = Collateral::from_parts(TCB_INFO, QE_ID, Some(forged), &[]).unwrap_err();
+    assert!(
+        matches!(e, TdxError::PckChain(ref m) if m.contains("not issued by")),
+        "{e}"
+    );
+}
