@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Set up and run every test: lint, unit and integration tests.
+# Set up and run every test: formatting, lints, unit and integration tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./scripts/setup.sh
+# A target dir outside the clone survives between CI runs on one machine.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/coco-target}"
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked

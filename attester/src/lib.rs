@@ -1,6 +1,9 @@
 //! Attestation agent: evidence from the TEE the guest runs in, and the KBS client.
 
+pub mod detect;
 pub mod sample;
+pub mod snp;
+pub mod tdx;
 #[cfg(feature = "tpm")]
 pub mod tpm;
 
@@ -14,6 +17,8 @@ pub enum AttesterError {
     NoTee(String),
     #[error("{tee} evidence collection failed: {reason}")]
     Collect { tee: &'static str, reason: String },
+    #[error("the {0} attester is not built into this binary yet")]
+    NotBuiltIn(&'static str),
     #[error(
         "initdata digest {expected} is not the one bound into the TEE ({found}); refusing to run"
     )]

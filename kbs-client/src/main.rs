@@ -38,10 +38,13 @@ struct Cli {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum AttesterChoice {
-    /// Detect the TEE; fail if there is none.
+    /// Detect the TEE (SEV-SNP, TDX, TPM); fail if there is none.
     Auto,
     /// No TEE: development only, never trusted by the default policies.
     Sample,
+    Snp,
+    Tdx,
+    Tpm,
 }
 
 #[derive(Debug, clap::Args)]
@@ -97,13 +100,18 @@ enum Command {
 }
 
 fn attester_for(choice: AttesterChoice) -> anyhow::Result<Arc<dyn attester::Attester>> {
-    match choice {
-        AttesterChoice::Sample => Ok(Arc::new(attester::sample::SampleAttester::default())),
-        AttesterChoice::Auto => Err(attester::AttesterError::NoTee(
-            "hardware attesters are not built into this kbs-client".into(),
-        )
-        .into()),
-    }
+    use attester::detect::AttesterKind;
+    let kind = match choice {
+        AttesterChoice::Auto => AttesterKind::Auto,
+        AttesterChoice::Sample => AttesterKind::Sample,
+        AttesterChoice::Snp => AttesterKind::Snp,
+        AttesterChoice::Tdx => AttesterKind::Tdx,
+        AttesterChoice::Tpm => AttesterKind::Tpm,
+    };
+    Ok(Arc::from(attester::detect::build(
+        kind,
+        &attester::detect::RealHost,
+    )?))
 }
 
 fn client(cli: &Cli, a: &AttestArgs) -> anyhow::Result<KbsClient> {

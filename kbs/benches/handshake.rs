@@ -5,6 +5,8 @@
 //! `cargo bench -p kbs --bench handshake` prints a table; `HANDSHAKES` sets
 //! the total per concurrency level (default 1000).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

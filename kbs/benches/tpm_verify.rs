@@ -59,7 +59,7 @@ fn sig_check(key: &AkKey, message: &[u8], sig: &TpmSignature) {
     let d = Sha256::digest(black_box(message));
     match (key, sig) {
         (AkKey::Rsa(k), TpmSignature::RsaSsa { sig, .. }) => {
-            let scheme = rsa::Pkcs1v15Sign::new::<rsa::sha2::Sha256>();
+            let scheme = rsa::Pkcs1v15Sign::new::<Sha256>();
             k.verify(scheme, &d, sig).unwrap();
         }
         (AkKey::P256(k), TpmSignature::Ecdsa { r, s, .. }) => {
@@ -80,7 +80,7 @@ fn bare_check(ev: &serde_json::Value) -> Box<dyn FnMut()> {
             let key = rsa::PublicKey::from_public_key_der(&der).unwrap();
             Box::new(move || {
                 let d = Sha256::digest(black_box(&message));
-                let scheme = rsa::Pkcs1v15Sign::new::<rsa::sha2::Sha256>();
+                let scheme = rsa::Pkcs1v15Sign::new::<Sha256>();
                 key.verify(scheme, &d, black_box(&sig)).unwrap();
             })
         }

@@ -16,6 +16,8 @@ pub const DEFAULT_ATTESTATION_MODULES: &[(&str, &str)] = &[
         "default.rego",
         include_str!("../policies/attestation/default.rego"),
     ),
+    ("snp.rego", include_str!("../policies/attestation/snp.rego")),
+    ("tdx.rego", include_str!("../policies/attestation/tdx.rego")),
     ("tpm.rego", include_str!("../policies/attestation/tpm.rego")),
 ];
 

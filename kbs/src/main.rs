@@ -16,7 +16,7 @@ use std::path::PathBuf;
 #[command(version, about, long_about)]
 struct Cli {
     /// Configuration file (TOML); see docs/kbs.md for every setting.
-    #[arg(short, long, env = "KBS_CONFIG", required_unless_present = "command")]
+    #[arg(short, long, env = "KBS_CONFIG")]
     config: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -25,6 +25,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Verify SEV-SNP, TDX or TPM evidence offline and print its claims as JSON
+    /// (exit 0), or the reason it was rejected (non-zero). For operators
+    /// debugging an attestation, and for checking captured evidence.
+    ///
+    /// Example: kbs verify-evidence --tee snp --evidence report.bin --vcek vcek.der
+    VerifyEvidence(kbs::verifier::cli::VerifyEvidenceArgs),
     /// Check a configuration file and exit.
     CheckConfig {
         #[arg(short, long)]
@@ -42,6 +48,11 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::VerifyEvidence(args)) => {
+            let claims = kbs::verifier::cli::run(&args)?;
+            println!("{}", serde_json::to_string_pretty(&claims)?);
+            Ok(())
+        }
         Some(Command::CheckConfig { config }) => {
             let cfg = kbs::config::KbsConfig::load(&config)?;
             kbs::server::Kbs::new(cfg).context("configuration does not start")?;

@@ -2,6 +2,8 @@
 //! (auth → attest → resource) against a real `kbs` process, with zero errors
 //! and memory that stays flat while sessions churn through a small table.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use attester::sample::SampleAttester;

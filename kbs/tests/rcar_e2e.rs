@@ -1,6 +1,8 @@
 //! End to end on loopback against a real `kbs` process over TLS: the RCAR
 //! handshake, policies, the admin API, hostile requests and restarts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use attester::kbs_client::KbsClientError;
@@ -269,14 +271,58 @@ async fn evidence_and_nonces_replayed_across_sessions_are_rejected() {
 #[tokio::test]
 async fn expired_session_is_rejected() {
     let kbs = KbsProcess::start("[session]\nttl_secs = 1");
-    let raw = Raw::new(&kbs);
     let key = TeeKeyPair::generate_ec();
-    let nonce = raw.nonce().await;
+    // Keep the cookie by hand: a client's cookie jar would drop it at Max-Age,
+    // and the point is what the server does with a stale session.
+    let http = kbs.http();
+    let r = http
+        .post(format!("{}/kbs/v0/auth", kbs.url))
+        .body(json!({"version":"0.4.0","tee":"sample","extra-params":{}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=1"));
+    let nonce = r.json::<Value>().await.unwrap()["nonce"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let (s, v) = raw
-        .post("attest", attestation(&nonce, &nonce, &key).to_string())
-        .await;
-    assert_eq!(s, 401);
+    let r = reqwest::Client::builder()
+        .tls_backend_preconfigured(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates({
+                let mut roots = rustls::RootCertStore::empty();
+                for c in rustls_pemfile::certs(&mut &kbs.ca_pem[..]) {
+                    roots.add(c.unwrap()).unwrap();
+                }
+                roots
+            })
+            .with_no_client_auth(),
+        )
+        .build()
+        .unwrap()
+        .post(format!("{}/kbs/v0/attest", kbs.url))
+        .header("cookie", cookie)
+        .body(attestation(&nonce, &nonce, &key).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let v: Value = r.json().await.unwrap();
     assert!(
         v["type"].as_str().unwrap().ends_with("InvalidSession"),
         "{v}"
@@ -336,8 +382,23 @@ async fn path_tricks_are_refused_and_write_nothing_outside() {
     kbs.set_resource_policy(ALLOW_SAMPLE).await;
     let token = kbs.client(sample(), false).attest().await.unwrap();
     let http = kbs.http();
+    // Dot segments, sent raw: an HTTP client would normalize them away.
     for bad in [
-        "%2e%2e/%2e%2e/etc",
+        "../../etc/passwd",
+        "a/../c",
+        "%2e%2e/%2e%2e/x",
+        "a/%2e%2e/c",
+        "..%2f..%2fetc/x/y",
+    ] {
+        let get = format!("GET /kbs/v0/resource/{bad} HTTP/1.1\r\nAuthorization: Bearer {token}");
+        assert_eq!(kbs.raw_request(&get, "").await, 400, "raw GET {bad}");
+        let post = format!(
+            "POST /kbs/v0/resource/{bad} HTTP/1.1\r\nAuthorization: Bearer {}\r\nContent-Length: 5",
+            kbs.admin_token()
+        );
+        assert_eq!(kbs.raw_request(&post, "pwned").await, 400, "raw POST {bad}");
+    }
+    for bad in [
         "a%2Fb/c/d",
         "a/b",
         "a/b/c/d",

@@ -6,7 +6,10 @@
 //! attestation policy's job (see `crate::attestation`). Verifiers are synchronous
 //! and CPU-bound; the attestation service runs them on the blocking pool.
 
+pub mod cli;
 pub mod sample;
+pub mod snp;
+pub mod tdx;
 pub mod tpm;
 
 use kbs_types::Tee;
@@ -46,6 +49,8 @@ impl Expected<'_> {
 #[serde(untagged)]
 pub enum TeeClaims {
     Sample(sample::SampleClaims),
+    Snp(Box<snp::SnpClaims>),
+    Tdx(Box<tdx::TdxClaims>),
     Tpm(tpm::TpmClaims),
 }
 
@@ -62,6 +67,10 @@ pub enum VerifierError {
     InitDataMismatch,
     #[error(transparent)]
     Sample(#[from] sample::SampleError),
+    #[error(transparent)]
+    Snp(#[from] snp::SnpError),
+    #[error(transparent)]
+    Tdx(#[from] tdx::TdxError),
     #[error(transparent)]
     Tpm(#[from] tpm::TpmError),
 }
@@ -87,6 +96,10 @@ pub struct VerifierConfig {
     #[serde(default)]
     pub sample: sample::SampleConfig,
     #[serde(default)]
+    pub snp: snp::SnpConfig,
+    #[serde(default)]
+    pub tdx: tdx::TdxConfig,
+    #[serde(default)]
     pub tpm: tpm::TpmConfig,
 }
 
@@ -102,6 +115,12 @@ impl Verifiers {
         let mut v = Self::default();
         if config.sample.enabled {
             v.insert(Box::new(sample::SampleVerifier));
+        }
+        if config.snp.enabled {
+            v.insert(Box::new(snp::SnpVerifier::new(config.snp.clone())?));
+        }
+        if config.tdx.enabled {
+            v.insert(Box::new(tdx::TdxVerifier::new(config.tdx.clone())?));
         }
         if config.tpm.enabled {
             v.insert(Box::new(tpm::TpmVerifier::new(config.tpm.clone())));

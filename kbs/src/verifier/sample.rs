@@ -39,7 +39,7 @@ pub enum SampleError {
     Base64(#[from] base64::DecodeError),
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SampleConfig {
     /// Accept `sample` evidence at all. Even when enabled, the default policies
@@ -50,6 +50,12 @@ pub struct SampleConfig {
 
 fn default_true() -> bool {
     true
+}
+
+impl Default for SampleConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

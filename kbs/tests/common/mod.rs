@@ -1,6 +1,6 @@
 //! A real `kbs` process for tests and benchmarks: TLS with a throwaway CA, an
 //! admin key, a state directory, started on a free loopback port.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use coco_jose::jwt::SigningKey;
 use std::io::{BufRead, BufReader};
@@ -24,12 +24,12 @@ fn write_tls(dir: &Path) -> Vec<u8> {
     ca_params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "test KBS CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca = ca_params.clone().self_signed(&ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let params =
         rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
             .unwrap();
-    let issuer = rcgen::Issuer::from_ca_cert_der(ca.der(), &ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
     let cert = params.signed_by(&key, &issuer).unwrap();
     std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
     std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
@@ -158,6 +158,47 @@ impl KbsProcess {
             .tls_backend_preconfigured(tls)
             .build()
             .unwrap()
+    }
+
+    /// Send `request_head` (request line + headers, without the final blank
+    /// line) and `body` byte for byte over TLS, bypassing any client-side URL
+    /// normalization; returns the status code.
+    pub async fn raw_request(&self, request_head: &str, body: &str) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut &self.ca_pem[..]) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let addr = self
+            .url
+            .trim_start_matches("https://")
+            .replace("localhost", "127.0.0.1");
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        tls.write_all(
+            format!("{request_head}\r\nHost: localhost\r\nConnection: close\r\n\r\n{body}")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        let _ = tls.read_to_end(&mut out).await;
+        let text = String::from_utf8_lossy(&out);
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
     }
 
     pub fn admin_token(&self) -> String {

@@ -158,7 +158,7 @@ pub fn verify_signature(ak: &AkKey, message: &[u8], sig: &TpmSignature) -> Resul
             if *hash != wire::TPM_ALG_SHA256 {
                 return Err(TpmError::UnsupportedHash(*hash));
             }
-            let scheme = rsa::Pkcs1v15Sign::new::<rsa::sha2::Sha256>();
+            let scheme = rsa::Pkcs1v15Sign::new::<Sha256>();
             if key.verify(scheme, &digest, sig).is_ok() {
                 return Ok(());
             }

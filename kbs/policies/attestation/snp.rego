@@ -1,0 +1,69 @@
+# Default attestation rules for AMD SEV-SNP evidence.
+#
+# Input:  {"tee": "snp", "claims": <SnpClaims>, "init_data": <object or null>}
+# Result: data.policy.status; the engine's base file declares
+#         `default status := "contraindicated"`, so anything not affirmed here
+#         is contraindicated.
+#
+# Reference values (data.reference, name -> array of strings):
+#   snp_launch_measurement   accepted launch measurements, lowercase hex (96 digits).
+#                            Required: without it nothing is affirmed.
+#   snp_min_bootloader       minimum reported TCB SVNs, decimal strings; each is
+#   snp_min_tee              optional (absent = not checked). They are compared
+#   snp_min_snp              with the reported TCB, the one the VCEK certifies.
+#   snp_min_microcode
+#   snp_min_fmc              (Turin only)
+#
+# Always required: guest policy forbids debugging and migration agents, the
+# report comes from VMPL 0, and when the client sent initdata its digest is bound
+# in HOST_DATA (the verifier refuses a mismatch; this states it positively).
+package policy
+
+snp_measurement_ok if {
+	input.claims.measurement in data.reference.snp_launch_measurement
+}
+
+snp_min(field) := to_number(data.reference[concat("", ["snp_min_", field])][0])
+
+snp_tcb_field_ok(field) if {
+	not data.reference[concat("", ["snp_min_", field])]
+}
+
+snp_tcb_field_ok(field) if {
+	object.get(input.claims.reported_tcb, field, -1) >= snp_min(field)
+}
+
+snp_tcb_ok if {
+	every field in ["bootloader", "tee", "snp", "microcode"] {
+		snp_tcb_field_ok(field)
+	}
+	snp_fmc_ok
+}
+
+snp_fmc_ok if input.claims.product != "turin"
+
+snp_fmc_ok if {
+	input.claims.product == "turin"
+	snp_tcb_field_ok("fmc")
+}
+
+snp_guest_policy_ok if {
+	input.claims.policy.debug_allowed == false
+	input.claims.policy.migrate_ma_allowed == false
+	input.claims.vmpl == 0
+}
+
+snp_init_data_ok if object.get(input, "init_data", null) == null
+
+snp_init_data_ok if {
+	object.get(input, "init_data", null) != null
+	input.claims.init_data_bound == true
+}
+
+status := "affirming" if {
+	input.tee == "snp"
+	snp_measurement_ok
+	snp_tcb_ok
+	snp_guest_policy_ok
+	snp_init_data_ok
+}
