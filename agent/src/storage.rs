@@ -1,0 +1,1 @@
+//! Ephemeral storage for image layers and container rootfs (to be filled in).
