@@ -136,7 +136,8 @@ mod tests {
         d[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(matches!(Initdata::from_disk(&d), Err(InitdataError::Length(_))));
         let mut d = disk(TOML);
-        d[20] ^= 0xff;
+        let len = u64::from_le_bytes(d[8..16].try_into().unwrap()) as usize;
+        d[16 + len - 5] ^= 0xff; // the gzip CRC
         assert!(Initdata::from_disk(&d).is_err());
         assert!(Initdata::from_disk(&disk("version = \"9\"\nalgorithm = \"sha256\"\n")).is_err());
         assert!(Initdata::from_disk(&disk("version = \"0.1.0\"\nalgorithm = \"md5\"\n")).is_err());

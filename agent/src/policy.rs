@@ -114,10 +114,11 @@ fn compile(rego: &str) -> Result<regorus::Engine, PolicyError> {
         if pkg != "data.agent_policy" {
             return Err(format!("package must be agent_policy, found {pkg}"));
         }
-        // Evaluate once so that semantic errors surface now, not on the first request.
+        // Evaluate the whole package once so that semantic errors surface now, not on
+        // the first request.
         engine.set_input(regorus::Value::new_object());
         engine
-            .eval_rule("data.agent_policy.SetPolicyRequest".into())
+            .eval_query("data.agent_policy".into(), false)
             .map_err(|e| e.to_string())?;
         Ok(engine)
     };
