@@ -12,14 +12,98 @@ use crate::protocols::agent::{
     ThrottlingData,
 };
 
-/// The cgroup v2 directory of `pid`, from `/proc/<pid>/cgroup`.
-pub fn cgroup_of(proc_root: &Path, cgroup_root: &Path, pid: i32) -> std::io::Result<PathBuf> {
+/// Where a process's cgroup statistics live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cgroup {
+    /// cgroup v2 (what the guest mounts): one directory.
+    V2(PathBuf),
+    /// cgroup v1 (some development hosts): one directory per controller.
+    V1 {
+        memory: PathBuf,
+        cpuacct: PathBuf,
+        pids: PathBuf,
+    },
+}
+
+/// The cgroup of `pid`, from `/proc/<pid>/cgroup`.
+pub fn cgroup_of(proc_root: &Path, cgroup_root: &Path, pid: i32) -> std::io::Result<Cgroup> {
     let text = std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup"))?;
-    let rel = text
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .ok_or_else(|| std::io::Error::other("no cgroup v2 entry"))?;
-    Ok(cgroup_root.join(rel.trim_start_matches('/')))
+    let mut v1: HashMap<String, PathBuf> = HashMap::new();
+    let mut v2 = None;
+    for l in text.lines() {
+        let mut parts = l.splitn(3, ':');
+        let (_, ctrls, path) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(a), Some(b), Some(c)) => (a, b, c.trim_start_matches('/')),
+            _ => continue,
+        };
+        if ctrls.is_empty() {
+            v2 = Some(cgroup_root.join(path));
+        }
+        for c in ctrls.split(',') {
+            if matches!(c, "memory" | "cpuacct" | "pids") {
+                v1.insert(c.to_string(), cgroup_root.join(c).join(path));
+            }
+        }
+    }
+    if let (Some(m), Some(c), Some(p)) = (v1.get("memory"), v1.get("cpuacct"), v1.get("pids")) {
+        return Ok(Cgroup::V1 {
+            memory: m.clone(),
+            cpuacct: c.clone(),
+            pids: p.clone(),
+        });
+    }
+    v2.map(Cgroup::V2)
+        .ok_or_else(|| std::io::Error::other("no cgroup entry"))
+}
+
+/// The file whose `oom_kill` counter grows on OOM kills.
+pub fn oom_events_file(cg: &Cgroup) -> PathBuf {
+    match cg {
+        Cgroup::V2(d) => d.join("memory.events"),
+        Cgroup::V1 { memory, .. } => memory.join("memory.oom_control"),
+    }
+}
+
+/// Statistics of a cgroup of either version.
+pub fn stats_of(cg: &Cgroup) -> StatsContainerResponse {
+    match cg {
+        Cgroup::V2(d) => stats(d),
+        Cgroup::V1 {
+            memory,
+            cpuacct,
+            pids,
+        } => stats_v1(memory, cpuacct, pids),
+    }
+}
+
+fn stats_v1(memory: &Path, cpuacct: &Path, pids_dir: &Path) -> StatsContainerResponse {
+    let mut usage = CpuUsage::new();
+    usage.total_usage = read_value(cpuacct, "cpuacct.usage");
+    usage.usage_in_usermode = read_value(cpuacct, "cpuacct.usage_user");
+    usage.usage_in_kernelmode = read_value(cpuacct, "cpuacct.usage_sys");
+    let mut cpu_stats = CpuStats::new();
+    cpu_stats.cpu_usage = Some(usage).into();
+    let mem_stat = read_keyed(memory, "memory.stat");
+    let mut mem_usage = MemoryData::new();
+    mem_usage.usage = read_value(memory, "memory.usage_in_bytes");
+    mem_usage.max_usage = read_value(memory, "memory.max_usage_in_bytes");
+    mem_usage.limit = read_value(memory, "memory.limit_in_bytes");
+    mem_usage.failcnt = read_value(memory, "memory.failcnt");
+    let mut mem = MemoryStats::new();
+    mem.cache = mem_stat.get("cache").copied().unwrap_or(0);
+    mem.usage = Some(mem_usage).into();
+    mem.use_hierarchy = read_value(memory, "memory.use_hierarchy") == 1;
+    mem.stats = mem_stat;
+    let mut pids = PidsStats::new();
+    pids.current = read_value(pids_dir, "pids.current");
+    pids.limit = read_value(pids_dir, "pids.max");
+    let mut cg = CgroupStats::new();
+    cg.cpu_stats = Some(cpu_stats).into();
+    cg.memory_stats = Some(mem).into();
+    cg.pids_stats = Some(pids).into();
+    let mut r = StatsContainerResponse::new();
+    r.cgroup_stats = Some(cg).into();
+    r
 }
 
 /// `key value` lines (cpu.stat, memory.stat, memory.events).
@@ -100,15 +184,17 @@ pub fn stats(dir: &Path) -> StatsContainerResponse {
     r
 }
 
-/// Watches `memory.events` of a container's cgroup and reports each new OOM kill.
-/// Ends when the cgroup disappears or the receiver is gone.
+/// Watches the OOM counter (`oom_kill` in `file`: memory.events on v2,
+/// memory.oom_control on v1) and reports each new OOM kill. Ends when the cgroup
+/// disappears or the receiver is gone.
 pub fn watch_oom(
     cid: String,
-    dir: PathBuf,
+    file: PathBuf,
     tx: mpsc::UnboundedSender<String>,
 ) -> tokio::task::JoinHandle<()> {
-    let file = dir.join("memory.events");
-    let mut seen = read_keyed(&dir, "memory.events")
+    let mut seen = std::fs::read_to_string(&file)
+        .map(|t| parse_flat_keyed(&t))
+        .unwrap_or_default()
         .get("oom_kill")
         .copied()
         .unwrap_or(0);
@@ -160,9 +246,24 @@ mod tests {
     fn own_cgroup_is_found() {
         let p = cgroup_of(Path::new("/proc"), Path::new("/sys/fs/cgroup"), std::process::id() as i32);
         match p {
-            Ok(p) => assert!(p.starts_with("/sys/fs/cgroup")),
-            Err(e) => eprintln!("SKIPPED: no cgroup v2 here: {e}"),
+            Ok(Cgroup::V2(p)) => assert!(p.starts_with("/sys/fs/cgroup")),
+            Ok(Cgroup::V1 { memory, .. }) => assert!(memory.starts_with("/sys/fs/cgroup/memory")),
+            Err(e) => eprintln!("SKIPPED: no cgroups here: {e}"),
         }
+    }
+
+    #[test]
+    fn v1_and_v2_entries() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("7")).unwrap();
+        std::fs::write(d.path().join("7/cgroup"), "4:memory:/a/b\n3:cpu,cpuacct:/a/b\n2:pids:/a/b\n0::/\n").unwrap();
+        let r = Path::new("/cg");
+        assert_eq!(
+            cgroup_of(d.path(), r, 7).unwrap(),
+            Cgroup::V1 { memory: "/cg/memory/a/b".into(), cpuacct: "/cg/cpuacct/a/b".into(), pids: "/cg/pids/a/b".into() }
+        );
+        std::fs::write(d.path().join("7/cgroup"), "0::/kubepods/x\n").unwrap();
+        assert_eq!(cgroup_of(d.path(), r, 7).unwrap(), Cgroup::V2("/cg/kubepods/x".into()));
     }
 
     #[tokio::test]
@@ -170,7 +271,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("memory.events"), "oom_kill 0\n").unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let h = watch_oom("c1".into(), d.path().to_path_buf(), tx);
+        let h = watch_oom("c1".into(), d.path().join("memory.events"), tx);
         std::fs::write(d.path().join("memory.events"), "oom_kill 1\n").unwrap();
         let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap();
         assert_eq!(got.as_deref(), Some("c1"));

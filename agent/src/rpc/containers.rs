@@ -145,7 +145,10 @@ impl Agent {
             started.pid,
         )
         .ok()
-        .map(|dir| crate::cgroups::watch_oom(cid.to_string(), dir, self.oom_tx.clone()));
+        .map(|cg| {
+            let file = crate::cgroups::oom_events_file(&cg);
+            crate::cgroups::watch_oom(cid.to_string(), file, self.oom_tx.clone())
+        });
         let container = Arc::new(Container {
             id: cid.to_string(),
             bundle: bundle.to_path_buf(),
@@ -320,12 +323,12 @@ impl Agent {
                 c.id
             )));
         }
-        let dir = crate::cgroups::cgroup_of(
+        let cg = crate::cgroups::cgroup_of(
             Path::new("/proc"),
             Path::new("/sys/fs/cgroup"),
             c.init.pid,
         )?;
-        Ok(crate::cgroups::stats(&dir))
+        Ok(crate::cgroups::stats_of(&cg))
     }
 
     pub(super) async fn pause_container(&self, req: agent::PauseContainerRequest) -> Result<Empty> {
