@@ -7,7 +7,8 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &["agent", "health", "types", "oci", "csi"];
 
 fn main() {
-    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into())).join("protocols");
+    let out =
+        PathBuf::from(std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into())).join("protocols");
     if let Err(e) = generate(&out) {
         panic!("protocol generation failed: {e}");
     }

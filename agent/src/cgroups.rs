@@ -204,7 +204,10 @@ pub fn watch_oom(
             let Ok(text) = tokio::fs::read_to_string(&file).await else {
                 return;
             };
-            let now = parse_flat_keyed(&text).get("oom_kill").copied().unwrap_or(0);
+            let now = parse_flat_keyed(&text)
+                .get("oom_kill")
+                .copied()
+                .unwrap_or(0);
             if now > seen {
                 seen = now;
                 tracing::info!(cid, "container was OOM-killed");
@@ -244,7 +247,11 @@ mod tests {
 
     #[test]
     fn own_cgroup_is_found() {
-        let p = cgroup_of(Path::new("/proc"), Path::new("/sys/fs/cgroup"), std::process::id() as i32);
+        let p = cgroup_of(
+            Path::new("/proc"),
+            Path::new("/sys/fs/cgroup"),
+            std::process::id() as i32,
+        );
         match p {
             Ok(Cgroup::V2(p)) => assert!(p.starts_with("/sys/fs/cgroup")),
             Ok(Cgroup::V1 { memory, .. }) => assert!(memory.starts_with("/sys/fs/cgroup/memory")),
@@ -256,14 +263,25 @@ mod tests {
     fn v1_and_v2_entries() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("7")).unwrap();
-        std::fs::write(d.path().join("7/cgroup"), "4:memory:/a/b\n3:cpu,cpuacct:/a/b\n2:pids:/a/b\n0::/\n").unwrap();
+        std::fs::write(
+            d.path().join("7/cgroup"),
+            "4:memory:/a/b\n3:cpu,cpuacct:/a/b\n2:pids:/a/b\n0::/\n",
+        )
+        .unwrap();
         let r = Path::new("/cg");
         assert_eq!(
             cgroup_of(d.path(), r, 7).unwrap(),
-            Cgroup::V1 { memory: "/cg/memory/a/b".into(), cpuacct: "/cg/cpuacct/a/b".into(), pids: "/cg/pids/a/b".into() }
+            Cgroup::V1 {
+                memory: "/cg/memory/a/b".into(),
+                cpuacct: "/cg/cpuacct/a/b".into(),
+                pids: "/cg/pids/a/b".into()
+            }
         );
         std::fs::write(d.path().join("7/cgroup"), "0::/kubepods/x\n").unwrap();
-        assert_eq!(cgroup_of(d.path(), r, 7).unwrap(), Cgroup::V2("/cg/kubepods/x".into()));
+        assert_eq!(
+            cgroup_of(d.path(), r, 7).unwrap(),
+            Cgroup::V2("/cg/kubepods/x".into())
+        );
     }
 
     #[tokio::test]
@@ -273,7 +291,9 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let h = watch_oom("c1".into(), d.path().join("memory.events"), tx);
         std::fs::write(d.path().join("memory.events"), "oom_kill 1\n").unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap();
         assert_eq!(got.as_deref(), Some("c1"));
         h.abort();
     }

@@ -102,7 +102,9 @@ mod tests {
         let mut c = AgentConfig::default();
         assert_eq!(c.server_addr, DEFAULT_SERVER_ADDR);
         assert_eq!(c.policy, PolicySource::Confidential);
-        c.apply_cmdline("console=ttyS0 agent.server_addr=vsock://-1:2048 agent.policy=allow-all quiet");
+        c.apply_cmdline(
+            "console=ttyS0 agent.server_addr=vsock://-1:2048 agent.policy=allow-all quiet",
+        );
         assert_eq!(c.server_addr, "vsock://-1:2048");
         assert_eq!(c.policy, PolicySource::AllowAll);
         c.apply_env(|k| (k == SERVER_ADDR_ENV).then(|| "unix:///tmp/a.sock".to_string()));

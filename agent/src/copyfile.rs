@@ -35,8 +35,7 @@ pub fn confine(root: &Path, path: &str) -> Result<PathBuf, CopyError> {
     if !p.is_absolute() || path.contains('\0') {
         return Err(outside());
     }
-    if p
-        .components()
+    if p.components()
         .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
     {
         return Err(outside());
@@ -51,9 +50,9 @@ pub fn confine(root: &Path, path: &str) -> Result<PathBuf, CopyError> {
 /// earlier must not redirect writes outside the root.
 fn no_symlink_ancestors(root: &Path, path: &Path) -> Result<(), CopyError> {
     let mut cur = root.to_path_buf();
-    let rel = path.strip_prefix(root).map_err(|_| {
-        CopyError::Outside(path.display().to_string(), root.display().to_string())
-    })?;
+    let rel = path
+        .strip_prefix(root)
+        .map_err(|_| CopyError::Outside(path.display().to_string(), root.display().to_string()))?;
     let n = rel.components().count();
     for (i, c) in rel.components().enumerate() {
         cur.push(c);
@@ -83,7 +82,11 @@ pub fn copy_file(root: &Path, max_size: u64, req: &CopyFileRequest) -> Result<()
     let parent = path
         .parent()
         .ok_or_else(|| CopyError::Bad("no parent directory".into()))?;
-    let dir_mode = if req.dir_mode == 0 { 0o750 } else { req.dir_mode & 0o7777 };
+    let dir_mode = if req.dir_mode == 0 {
+        0o750
+    } else {
+        req.dir_mode & 0o7777
+    };
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(dir_mode)
@@ -112,18 +115,22 @@ pub fn copy_file(root: &Path, max_size: u64, req: &CopyFileRequest) -> Result<()
     }
     let size = u64::try_from(req.file_size)
         .map_err(|_| CopyError::Bad(format!("file_size {}", req.file_size)))?;
-    let offset = u64::try_from(req.offset)
-        .map_err(|_| CopyError::Bad(format!("offset {}", req.offset)))?;
+    let offset =
+        u64::try_from(req.offset).map_err(|_| CopyError::Bad(format!("offset {}", req.offset)))?;
     let end = offset
         .checked_add(req.data.len() as u64)
         .filter(|e| *e <= size)
         .ok_or_else(|| CopyError::Bad("chunk goes past file_size".into()))?;
     if size > max_size {
-        return Err(CopyError::Bad(format!("file of {size} bytes exceeds {max_size}")));
+        return Err(CopyError::Bad(format!(
+            "file of {size} bytes exceeds {max_size}"
+        )));
     }
     let tmp = path.with_file_name(format!(
         ".{}.copying",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
     ));
     let mut f = OpenOptions::new()
         .write(true)
@@ -149,8 +156,7 @@ fn chown(path: &Path, req: &CopyFileRequest) -> Result<(), CopyError> {
     let uid = u32::try_from(req.uid).ok().map(nix::unistd::Uid::from_raw);
     let gid = u32::try_from(req.gid).ok().map(nix::unistd::Gid::from_raw);
     if nix::unistd::geteuid().is_root() {
-        nix::unistd::chown(path, uid, gid)
-            .map_err(|e| io(path)(std::io::Error::from(e)))?;
+        nix::unistd::chown(path, uid, gid).map_err(|e| io(path)(std::io::Error::from(e)))?;
     }
     Ok(())
 }

@@ -12,10 +12,28 @@ pub fn mount_basics() -> std::io::Result<()> {
     let table: [(&str, &str, &str, MsFlags, Option<&str>); 7] = [
         ("proc", "/proc", "proc", nodev, None),
         ("sysfs", "/sys", "sysfs", nodev, None),
-        ("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, Some("mode=0755")),
-        ("devpts", "/dev/pts", "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("gid=5,mode=620,ptmxmode=666")),
+        (
+            "devtmpfs",
+            "/dev",
+            "devtmpfs",
+            MsFlags::MS_NOSUID,
+            Some("mode=0755"),
+        ),
+        (
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("gid=5,mode=620,ptmxmode=666"),
+        ),
         ("shm", "/dev/shm", "tmpfs", nodev, Some("mode=1777")),
-        ("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755")),
+        (
+            "tmpfs",
+            "/run",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        ),
         ("cgroup2", "/sys/fs/cgroup", "cgroup2", nodev, None),
     ];
     for (src, target, fstype, flags, data) in table {
@@ -23,12 +41,17 @@ pub fn mount_basics() -> std::io::Result<()> {
         match mount(Some(src), target, Some(fstype), flags, data) {
             Ok(()) | Err(nix::errno::Errno::EBUSY) => {}
             Err(e) => {
-                return Err(std::io::Error::other(format!("mount {fstype} on {target}: {e}")))
+                return Err(std::io::Error::other(format!(
+                    "mount {fstype} on {target}: {e}"
+                )))
             }
         }
     }
     // runc needs the controllers delegated to child cgroups.
-    let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+cpu +memory +pids +io");
+    let _ = std::fs::write(
+        "/sys/fs/cgroup/cgroup.subtree_control",
+        "+cpu +memory +pids +io",
+    );
     Ok(())
 }
 
@@ -100,7 +123,9 @@ pub async fn start_attester(
             )));
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(std::io::Error::other("attestation agent socket did not appear"));
+            return Err(std::io::Error::other(
+                "attestation agent socket did not appear",
+            ));
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
@@ -139,8 +164,13 @@ mod tests {
         let cfg = AttesterConfig {
             binary: "/bin/sh".into(),
             socket: d.path().join("aa.sock"),
-            args: vec!["-c".into(), format!("touch {}; sleep 1", d.path().join("aa.sock").display())],
+            args: vec![
+                "-c".into(),
+                format!("touch {}; sleep 1", d.path().join("aa.sock").display()),
+            ],
         };
-        start_attester(&cfg, std::time::Duration::from_secs(5)).await.unwrap();
+        start_attester(&cfg, std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
     }
 }

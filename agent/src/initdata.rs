@@ -53,7 +53,10 @@ impl Initdata {
             return Err(InitdataError::Unsupported(format!("version {}", d.version)));
         }
         if !matches!(d.algorithm.as_str(), "sha256" | "sha384" | "sha512") {
-            return Err(InitdataError::Unsupported(format!("algorithm {}", d.algorithm)));
+            return Err(InitdataError::Unsupported(format!(
+                "algorithm {}",
+                d.algorithm
+            )));
         }
         Ok(Self {
             version: d.version,
@@ -131,10 +134,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_disks() {
-        assert!(matches!(Initdata::from_disk(&[0; 512]), Err(InitdataError::Magic)));
+        assert!(matches!(
+            Initdata::from_disk(&[0; 512]),
+            Err(InitdataError::Magic)
+        ));
         let mut d = disk(TOML);
         d[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(matches!(Initdata::from_disk(&d), Err(InitdataError::Length(_))));
+        assert!(matches!(
+            Initdata::from_disk(&d),
+            Err(InitdataError::Length(_))
+        ));
         let mut d = disk(TOML);
         let len = u64::from_le_bytes(d[8..16].try_into().unwrap()) as usize;
         d[16 + len - 5] ^= 0xff; // the gzip CRC

@@ -14,6 +14,7 @@ use coco_agent::policy::{Policy, ALLOW_ALL_POLICY, CONFIDENTIAL_POLICY};
 use coco_agent::reaper::Reaper;
 use coco_agent::rpc::Agent;
 use coco_agent::runtime::Runc;
+use coco_agent::storage;
 
 /// Guest agent for confidential VMs, driven by a Kata 3.x/4.x shim over ttrpc.
 ///
@@ -58,7 +59,10 @@ struct Cli {
     #[arg(long)]
     attester_bin: Option<PathBuf>,
     /// Unix socket the attestation agent serves on (waited for before serving).
-    #[arg(long, default_value = "/run/confidential-containers/attestation-agent/attestation-agent.sock")]
+    #[arg(
+        long,
+        default_value = "/run/confidential-containers/attestation-agent/attestation-agent.sock"
+    )]
     attester_socket: PathBuf,
 }
 
@@ -119,6 +123,11 @@ async fn run(cli: Cli, init_mode: bool) -> anyhow::Result<()> {
         if let Ok(seed) = read_prefix(std::path::Path::new("/dev/hwrng"), 64) {
             let _ = init::seed_entropy(&seed);
         }
+        // Image layers and container rootfs: dm-crypt over the scratch disk, or tmpfs.
+        let mode = storage::mode_from_cmdline(&cmdline);
+        storage::setup(&storage::SystemBlockOps, &mode, &config.state_dir)
+            .await
+            .context("setting up ephemeral storage")?;
     }
     if let Some(dev) = &cli.initdata {
         let bytes = read_prefix(dev, (coco_agent::initdata::MAX_SIZE + 16) as usize)

@@ -110,7 +110,9 @@ impl RtNetlink {
                 return Ok(l.header.index);
             }
         }
-        Err(NetworkError::NoSuchLink(format!("hwaddr {mac:?} / name {name:?}")))
+        Err(NetworkError::NoSuchLink(format!(
+            "hwaddr {mac:?} / name {name:?}"
+        )))
     }
 }
 
@@ -126,11 +128,7 @@ impl Network for RtNetlink {
             .collect::<Result<_, _>>()?;
         h.link().set(index).down().execute().await?;
         // Replace the addresses wholesale, as Kata's agent does.
-        let mut old = h
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute();
+        let mut old = h.address().get().set_link_index_filter(index).execute();
         let mut stale = Vec::new();
         while let Some(a) = old.try_next().await? {
             stale.push(a);
@@ -158,13 +156,18 @@ impl Network for RtNetlink {
         let mut h = Self::handle()?;
         // Link-scope routes first: gateways must be reachable before routes via them.
         let mut ordered: Vec<&Route> = routes.iter().collect();
-        ordered.sort_by_key(|r| r.gateway.is_empty() == false);
+        ordered.sort_by_key(|r| !r.gateway.is_empty());
         for r in ordered {
             let index = Self::find_link(&mut h, "", &r.device).await?;
             let dest = parse_cidr(&r.dest)?;
             let gw = parse_cidr(&r.gateway)?.map(|(ip, _)| ip);
             let scope = RouteScope::from(u8::try_from(r.scope).unwrap_or(0));
-            let req = h.route().add().output_interface(index).scope(scope).replace();
+            let req = h
+                .route()
+                .add()
+                .output_interface(index)
+                .scope(scope)
+                .replace();
             match (dest, gw) {
                 (Some((IpAddr::V6(d), l)), g) => {
                     let mut q = req.v6().destination_prefix(d, l);
@@ -217,7 +220,10 @@ mod tests {
 
     #[test]
     fn parses_addresses() {
-        assert_eq!(parse_mac("02:00:ca:fe:00:01").unwrap(), vec![2, 0, 0xca, 0xfe, 0, 1]);
+        assert_eq!(
+            parse_mac("02:00:ca:fe:00:01").unwrap(),
+            vec![2, 0, 0xca, 0xfe, 0, 1]
+        );
         assert!(parse_mac("02:00").is_err());
         let mut a = IPAddress::new();
         a.address = "10.0.2.15".into();

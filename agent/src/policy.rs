@@ -64,12 +64,13 @@ impl Policy {
             always_output_default_values: true,
             ..Default::default()
         };
-        let json = protobuf_json_mapping::print_to_string_with_options(req, &opts).map_err(|e| {
-            PolicyError::Input {
-                rule: rule.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+        let json =
+            protobuf_json_mapping::print_to_string_with_options(req, &opts).map_err(|e| {
+                PolicyError::Input {
+                    rule: rule.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
         self.check(&rule, &json)
     }
 
@@ -157,7 +158,10 @@ mod tests {
         spec.Hooks = Some(hooks).into();
         let mut req = CreateContainerRequest::new();
         req.OCI = Some(spec).into();
-        assert!(matches!(p.check_request(&req), Err(PolicyError::Denied { .. })));
+        assert!(matches!(
+            p.check_request(&req),
+            Err(PolicyError::Denied { .. })
+        ));
     }
 
     #[test]
@@ -196,7 +200,10 @@ mod tests {
     #[test]
     fn rego_v0_policy_is_accepted() {
         let p = Policy::new("package agent_policy\ndefault ExecProcessRequest = false\nExecProcessRequest { input.container_id == \"dbg\" }\n").unwrap();
-        p.check("ExecProcessRequest", r#"{"container_id":"dbg"}"#).unwrap();
-        assert!(p.check("ExecProcessRequest", r#"{"container_id":"app"}"#).is_err());
+        p.check("ExecProcessRequest", r#"{"container_id":"dbg"}"#)
+            .unwrap();
+        assert!(p
+            .check("ExecProcessRequest", r#"{"container_id":"app"}"#)
+            .is_err());
     }
 }

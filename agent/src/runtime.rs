@@ -117,10 +117,7 @@ impl Runc {
         // Our copies of the child's pipe ends went into `cmd`: drop them now so the
         // container holds the only writers and readers see EOF when it exits.
         drop(cmd);
-        let status = reaper
-            .watch(child.id() as i32, epoch)
-            .await
-            .unwrap_or(255);
+        let status = reaper.watch(child.id() as i32, epoch).await.unwrap_or(255);
         let log = std::fs::read_to_string(pid_file.with_extension("log")).unwrap_or_default();
         let pid_text = std::fs::read_to_string(pid_file).map_err(|e| RuntimeError::PidFile {
             op,
@@ -204,10 +201,8 @@ impl Runtime for Runc {
         process: &serde_json::Value,
         io: ChildIo,
     ) -> Result<Started, RuntimeError> {
-        let dir = tempfile_dir(&self.root, "exec").map_err(|source| RuntimeError::Io {
-            op: "exec",
-            source,
-        })?;
+        let dir = tempfile_dir(&self.root, "exec")
+            .map_err(|source| RuntimeError::Io { op: "exec", source })?;
         let spec = dir.join("process.json");
         let pid_file = dir.join("pid");
         let write = serde_json::to_vec(process)
@@ -253,7 +248,10 @@ impl Runtime for Runc {
         })?;
         let out = run_command(cmd, Some(body))
             .await
-            .map_err(|source| RuntimeError::Io { op: "update", source })?;
+            .map_err(|source| RuntimeError::Io {
+                op: "update",
+                source,
+            })?;
         check("update", id, out.status, &out.stderr)
     }
 

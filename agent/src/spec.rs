@@ -34,11 +34,20 @@ pub fn process_to_json(p: &oci::Process) -> Value {
         u.AdditionalGids.clone(),
         !u.AdditionalGids.is_empty(),
     );
-    put(&mut user, "username", u.Username.clone(), !u.Username.is_empty());
+    put(
+        &mut user,
+        "username",
+        u.Username.clone(),
+        !u.Username.is_empty(),
+    );
     m.insert("user".into(), Value::Object(user));
     put(&mut m, "args", p.Args.clone(), true);
     put(&mut m, "env", p.Env.clone(), true);
-    let cwd = if p.Cwd.is_empty() { "/" } else { p.Cwd.as_str() };
+    let cwd = if p.Cwd.is_empty() {
+        "/"
+    } else {
+        p.Cwd.as_str()
+    };
     put(&mut m, "cwd", cwd, true);
     if let Some(c) = p.Capabilities.as_ref() {
         m.insert(
@@ -94,7 +103,12 @@ pub fn resources_to_json(r: &oci::LinuxResources) -> Value {
         put(&mut o, "reservation", mem.Reservation, mem.Reservation != 0);
         put(&mut o, "swap", mem.Swap, mem.Swap != 0);
         put(&mut o, "swappiness", mem.Swappiness, mem.Swappiness != 0);
-        put(&mut o, "disableOOMKiller", mem.DisableOOMKiller, mem.DisableOOMKiller);
+        put(
+            &mut o,
+            "disableOOMKiller",
+            mem.DisableOOMKiller,
+            mem.DisableOOMKiller,
+        );
         m.insert("memory".into(), Value::Object(o));
     }
     if let Some(cpu) = r.CPU.as_ref() {
@@ -127,15 +141,30 @@ fn linux_to_json(l: &oci::Linux) -> Value {
             .map(|i| json!({"containerID": i.ContainerID, "hostID": i.HostID, "size": i.Size}))
             .collect()
     };
-    put(&mut m, "uidMappings", idmap(&l.UIDMappings), !l.UIDMappings.is_empty());
-    put(&mut m, "gidMappings", idmap(&l.GIDMappings), !l.GIDMappings.is_empty());
+    put(
+        &mut m,
+        "uidMappings",
+        idmap(&l.UIDMappings),
+        !l.UIDMappings.is_empty(),
+    );
+    put(
+        &mut m,
+        "gidMappings",
+        idmap(&l.GIDMappings),
+        !l.GIDMappings.is_empty(),
+    );
     if !l.Sysctl.is_empty() {
         m.insert("sysctl".into(), json!(l.Sysctl));
     }
     if let Some(r) = l.Resources.as_ref() {
         m.insert("resources".into(), resources_to_json(r));
     }
-    put(&mut m, "cgroupsPath", l.CgroupsPath.clone(), !l.CgroupsPath.is_empty());
+    put(
+        &mut m,
+        "cgroupsPath",
+        l.CgroupsPath.clone(),
+        !l.CgroupsPath.is_empty(),
+    );
     let ns: Vec<Value> = l
         .Namespaces
         .iter()
@@ -188,16 +217,35 @@ fn linux_to_json(l: &oci::Linux) -> Value {
         l.RootfsPropagation.clone(),
         !l.RootfsPropagation.is_empty(),
     );
-    put(&mut m, "maskedPaths", l.MaskedPaths.clone(), !l.MaskedPaths.is_empty());
-    put(&mut m, "readonlyPaths", l.ReadonlyPaths.clone(), !l.ReadonlyPaths.is_empty());
-    put(&mut m, "mountLabel", l.MountLabel.clone(), !l.MountLabel.is_empty());
+    put(
+        &mut m,
+        "maskedPaths",
+        l.MaskedPaths.clone(),
+        !l.MaskedPaths.is_empty(),
+    );
+    put(
+        &mut m,
+        "readonlyPaths",
+        l.ReadonlyPaths.clone(),
+        !l.ReadonlyPaths.is_empty(),
+    );
+    put(
+        &mut m,
+        "mountLabel",
+        l.MountLabel.clone(),
+        !l.MountLabel.is_empty(),
+    );
     Value::Object(m)
 }
 
 /// The whole `config.json` for a container.
 pub fn spec_to_json(s: &oci::Spec) -> Value {
     let mut m = Map::new();
-    let version = if s.Version.is_empty() { "1.0.2" } else { s.Version.as_str() };
+    let version = if s.Version.is_empty() {
+        "1.0.2"
+    } else {
+        s.Version.as_str()
+    };
     put(&mut m, "ociVersion", version, true);
     let process = s.Process.as_ref().cloned().unwrap_or_default();
     m.insert("process".into(), process_to_json(&process));
@@ -206,7 +254,12 @@ pub fn spec_to_json(s: &oci::Spec) -> Value {
         "root".into(),
         json!({"path": root.Path, "readonly": root.Readonly}),
     );
-    put(&mut m, "hostname", s.Hostname.clone(), !s.Hostname.is_empty());
+    put(
+        &mut m,
+        "hostname",
+        s.Hostname.clone(),
+        !s.Hostname.is_empty(),
+    );
     let mounts: Vec<Value> = s
         .Mounts
         .iter()
@@ -244,7 +297,12 @@ pub fn spec_to_json(s: &oci::Spec) -> Value {
 /// directory, and a numeric user.
 pub fn merge_image_config(process: &mut oci::Process, img: &ImageConfig) {
     if process.Args.is_empty() {
-        process.Args = img.entrypoint.iter().chain(img.cmd.iter()).cloned().collect();
+        process.Args = img
+            .entrypoint
+            .iter()
+            .chain(img.cmd.iter())
+            .cloned()
+            .collect();
     }
     for e in &img.env {
         let key = e.split('=').next().unwrap_or_default();

@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::*;
 use coco_agent::policy::{ALLOW_ALL_POLICY, CONFIDENTIAL_POLICY};
 use coco_agent::protocols::{agent, health, oci};
+use common::*;
 
 fn status_code(e: &ttrpc::Error) -> (ttrpc::Code, String) {
     match e {
@@ -69,14 +69,24 @@ async fn full_pod_lifecycle_with_runc_and_registry() {
     let (c, h) = ta.clients().await;
 
     let hc = h.check(ctx(), &health::CheckRequest::new()).await.unwrap();
-    assert_eq!(hc.status.enum_value().unwrap(), health::health_check_response::ServingStatus::SERVING);
-    assert!(!h.version(ctx(), &health::CheckRequest::new()).await.unwrap().agent_version.is_empty());
+    assert_eq!(
+        hc.status.enum_value().unwrap(),
+        health::health_check_response::ServingStatus::SERVING
+    );
+    assert!(!h
+        .version(ctx(), &health::CheckRequest::new())
+        .await
+        .unwrap()
+        .agent_version
+        .is_empty());
 
     let mut sb = agent::CreateSandboxRequest::new();
     sb.hostname = "pod".into();
     sb.sandbox_id = "sandbox1".into();
     c.create_sandbox(ctx(), &sb).await.unwrap();
-    c.get_guest_details(ctx(), &agent::GuestDetailsRequest::new()).await.unwrap();
+    c.get_guest_details(ctx(), &agent::GuestDetailsRequest::new())
+        .await
+        .unwrap();
 
     // CopyFile in two chunks, as the shim does for resolv.conf.
     let dst = ta.copy_root().join("shared/pause-abc-resolv.conf");
@@ -90,10 +100,15 @@ async fn full_pod_lifecycle_with_runc_and_registry() {
         cp.data = chunk.to_vec();
         c.copy_file(ctx(), &cp).await.unwrap();
     }
-    assert_eq!(std::fs::read_to_string(&dst).unwrap(), "nameserver 10.0.0.1\n");
+    assert_eq!(
+        std::fs::read_to_string(&dst).unwrap(),
+        "nameserver 10.0.0.1\n"
+    );
 
     // Pause container from the guest image's bundle.
-    c.create_container(ctx(), &create_request("pause", "sandbox", "", &["/pause"])).await.unwrap();
+    c.create_container(ctx(), &create_request("pause", "sandbox", "", &["/pause"]))
+        .await
+        .unwrap();
     c.start_container(ctx(), &start("pause")).await.unwrap();
 
     // App container from the registry; args from the request, env/cwd from the image.
@@ -101,17 +116,29 @@ async fn full_pod_lifecycle_with_runc_and_registry() {
         "app",
         "container",
         &image,
-        &["/bin/sh", "-c", "echo hello-from-app; echo cwd=$(pwd) env=$FROM_IMAGE; echo oops >&2; exit 3"],
+        &[
+            "/bin/sh",
+            "-c",
+            "echo hello-from-app; echo cwd=$(pwd) env=$FROM_IMAGE; echo oops >&2; exit 3",
+        ],
     );
     c.create_container(ctx(), &app).await.unwrap();
     c.start_container(ctx(), &start("app")).await.unwrap();
     let out = String::from_utf8(read_all(&c, "app", "app", false).await).unwrap();
     assert_eq!(out, "hello-from-app\ncwd=/tmp env=yes\n");
     assert_eq!(read_all(&c, "app", "app", true).await, b"oops\n");
-    assert_eq!(c.wait_process(ctx(), &wait("app", "app")).await.unwrap().status, 3);
+    assert_eq!(
+        c.wait_process(ctx(), &wait("app", "app"))
+            .await
+            .unwrap()
+            .status,
+        3
+    );
 
     // Exec in the running pause container (the dev policy allows it), with stdin.
-    c.exec_process(ctx(), &exec_req("pause", "e1", &["/bin/cat"])).await.unwrap();
+    c.exec_process(ctx(), &exec_req("pause", "e1", &["/bin/cat"]))
+        .await
+        .unwrap();
     let mut ws = agent::WriteStreamRequest::new();
     ws.container_id = "pause".into();
     ws.exec_id = "e1".into();
@@ -122,7 +149,13 @@ async fn full_pod_lifecycle_with_runc_and_registry() {
     cs.exec_id = "e1".into();
     c.close_stdin(ctx(), &cs).await.unwrap();
     assert_eq!(read_all(&c, "pause", "e1", false).await, b"through stdin\n");
-    assert_eq!(c.wait_process(ctx(), &wait("pause", "e1")).await.unwrap().status, 0);
+    assert_eq!(
+        c.wait_process(ctx(), &wait("pause", "e1"))
+            .await
+            .unwrap()
+            .status,
+        0
+    );
 
     // Cgroup statistics of the running pause container.
     let mut st = agent::StatsContainerRequest::new();
@@ -133,12 +166,23 @@ async fn full_pod_lifecycle_with_runc_and_registry() {
 
     // Stop: SIGKILL to all processes, wait, remove, destroy.
     c.signal_process(ctx(), &sig("pause", "", 9)).await.unwrap();
-    assert_eq!(c.wait_process(ctx(), &wait("pause", "pause")).await.unwrap().status, 137);
+    assert_eq!(
+        c.wait_process(ctx(), &wait("pause", "pause"))
+            .await
+            .unwrap()
+            .status,
+        137
+    );
     c.remove_container(ctx(), &remove("app")).await.unwrap();
     c.remove_container(ctx(), &remove("pause")).await.unwrap();
-    c.destroy_sandbox(ctx(), &agent::DestroySandboxRequest::new()).await.unwrap();
+    c.destroy_sandbox(ctx(), &agent::DestroySandboxRequest::new())
+        .await
+        .unwrap();
     assert!(!ta.dir.path().join("state/containers/app").exists());
-    let e = c.wait_process(ctx(), &wait("app", "app")).await.unwrap_err();
+    let e = c
+        .wait_process(ctx(), &wait("app", "app"))
+        .await
+        .unwrap_err();
     assert_eq!(status_code(&e).0, ttrpc::Code::NOT_FOUND);
 }
 
@@ -150,11 +194,18 @@ async fn confidential_policy_denies_exec_stdio_and_set_policy() {
     }
     let ta = TestAgent::start(CONFIDENTIAL_POLICY).await;
     let (c, _) = ta.clients().await;
-    c.create_sandbox(ctx(), &agent::CreateSandboxRequest::new()).await.unwrap();
-    c.create_container(ctx(), &create_request("pause", "sandbox", "", &["/pause"])).await.unwrap();
+    c.create_sandbox(ctx(), &agent::CreateSandboxRequest::new())
+        .await
+        .unwrap();
+    c.create_container(ctx(), &create_request("pause", "sandbox", "", &["/pause"]))
+        .await
+        .unwrap();
     c.start_container(ctx(), &start("pause")).await.unwrap();
 
-    let e = c.exec_process(ctx(), &exec_req("pause", "e1", &["/bin/true"])).await.unwrap_err();
+    let e = c
+        .exec_process(ctx(), &exec_req("pause", "e1", &["/bin/true"]))
+        .await
+        .unwrap_err();
     let (code, msg) = status_code(&e);
     assert_eq!(code, ttrpc::Code::PERMISSION_DENIED);
     assert!(msg.contains("ExecProcessRequest"), "{msg}");
@@ -171,7 +222,10 @@ async fn confidential_policy_denies_exec_stdio_and_set_policy() {
     cp.path = "/run/evil".into();
     cp.file_size = 1;
     cp.data = b"x".to_vec();
-    assert_eq!(status_code(&c.copy_file(ctx(), &cp).await.unwrap_err()).0, ttrpc::Code::PERMISSION_DENIED);
+    assert_eq!(
+        status_code(&c.copy_file(ctx(), &cp).await.unwrap_err()).0,
+        ttrpc::Code::PERMISSION_DENIED
+    );
 
     // The current policy forbids SetPolicy: the allow-all policy cannot be installed.
     let mut sp = agent::SetPolicyRequest::new();
@@ -179,17 +233,32 @@ async fn confidential_policy_denies_exec_stdio_and_set_policy() {
     let (code, msg) = status_code(&c.set_policy(ctx(), &sp).await.unwrap_err());
     assert_eq!(code, ttrpc::Code::PERMISSION_DENIED);
     assert!(msg.contains("SetPolicyRequest"), "{msg}");
-    let e = c.exec_process(ctx(), &exec_req("pause", "e2", &["/bin/true"])).await.unwrap_err();
-    assert_eq!(status_code(&e).0, ttrpc::Code::PERMISSION_DENIED, "still denied");
+    let e = c
+        .exec_process(ctx(), &exec_req("pause", "e2", &["/bin/true"]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status_code(&e).0,
+        ttrpc::Code::PERMISSION_DENIED,
+        "still denied"
+    );
 
     // RPCs we do not implement say so by name.
-    let (code, msg) = status_code(&c.get_metrics(ctx(), &agent::GetMetricsRequest::new()).await.unwrap_err());
+    let (code, msg) = status_code(
+        &c.get_metrics(ctx(), &agent::GetMetricsRequest::new())
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(code, ttrpc::Code::UNIMPLEMENTED);
     assert!(msg.contains("GetMetrics"), "{msg}");
 
     c.signal_process(ctx(), &sig("pause", "", 9)).await.unwrap();
-    c.wait_process(ctx(), &wait("pause", "pause")).await.unwrap();
-    c.destroy_sandbox(ctx(), &agent::DestroySandboxRequest::new()).await.unwrap();
+    c.wait_process(ctx(), &wait("pause", "pause"))
+        .await
+        .unwrap();
+    c.destroy_sandbox(ctx(), &agent::DestroySandboxRequest::new())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,5 +274,8 @@ async fn set_policy_allowed_then_enforced() {
     c.set_policy(ctx(), &sp).await.unwrap();
     // Now the confidential policy is in force, and it forbids going back.
     sp.policy = ALLOW_ALL_POLICY.into();
-    assert_eq!(status_code(&c.set_policy(ctx(), &sp).await.unwrap_err()).0, ttrpc::Code::PERMISSION_DENIED);
+    assert_eq!(
+        status_code(&c.set_policy(ctx(), &sp).await.unwrap_err()).0,
+        ttrpc::Code::PERMISSION_DENIED
+    );
 }

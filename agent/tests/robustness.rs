@@ -6,9 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::*;
 use coco_agent::policy::ALLOW_ALL_POLICY;
 use coco_agent::protocols::{agent, health};
+use common::*;
 use protobuf::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -51,10 +51,13 @@ async fn raw(sock: &str, bytes: &[u8]) -> Option<ttrpc::Code> {
 
 async fn still_healthy(ta: &TestAgent) {
     let (_, h) = ta.clients().await;
-    let r = tokio::time::timeout(Duration::from_secs(5), h.check(ctx(), &health::CheckRequest::new()))
-        .await
-        .expect("agent answers")
-        .unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        h.check(ctx(), &health::CheckRequest::new()),
+    )
+    .await
+    .expect("agent answers")
+    .unwrap();
     assert_eq!(r.status.value(), 1);
 }
 
@@ -91,9 +94,15 @@ async fn malformed_frames_do_not_crash_the_agent() {
     still_healthy(&ta).await;
     // Unknown service and unknown method.
     let us = request("grpc.Nope", "Check", &[]);
-    assert_eq!(raw(&sock, &frame(us.len() as u32, 11, 1, &us)).await, Some(ttrpc::Code::INVALID_ARGUMENT));
+    assert_eq!(
+        raw(&sock, &frame(us.len() as u32, 11, 1, &us)).await,
+        Some(ttrpc::Code::INVALID_ARGUMENT)
+    );
     let um = request("grpc.AgentService", "MemAgentMemcgSet", &[]);
-    assert_eq!(raw(&sock, &frame(um.len() as u32, 13, 1, &um)).await, Some(ttrpc::Code::UNIMPLEMENTED));
+    assert_eq!(
+        raw(&sock, &frame(um.len() as u32, 13, 1, &um)).await,
+        Some(ttrpc::Code::UNIMPLEMENTED)
+    );
     still_healthy(&ta).await;
 
     // An oversized legitimate message from a real client: refused, agent fine.

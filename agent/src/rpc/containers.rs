@@ -69,7 +69,15 @@ impl Agent {
         }
         std::fs::create_dir_all(&bundle)?;
         let r = self
-            .prepare_and_create(&req, &cid, &exec_id, &bundle, &mut oci, pause_pid, sandbox_pidns)
+            .prepare_and_create(
+                &req,
+                &cid,
+                &exec_id,
+                &bundle,
+                &mut oci,
+                pause_pid,
+                sandbox_pidns,
+            )
             .await;
         if r.is_err() {
             let _ = std::fs::remove_dir_all(&bundle);
@@ -94,7 +102,12 @@ impl Agent {
         match &pull {
             Some(p) if p.is_sandbox => {
                 // The pause container comes from the guest image, never from the host.
-                root.Path = self.config.pause_bundle.join("rootfs").display().to_string();
+                root.Path = self
+                    .config
+                    .pause_bundle
+                    .join("rootfs")
+                    .display()
+                    .to_string();
                 root.Readonly = true;
             }
             Some(p) => {
@@ -124,7 +137,10 @@ impl Agent {
         } else {
             spec::fix_namespaces(linux, pause_pid, sandbox_pidns || req.sandbox_pidns);
         }
-        let allowed = [self.config.shared_dir.as_path(), self.config.state_dir.as_path()];
+        let allowed = [
+            self.config.shared_dir.as_path(),
+            self.config.state_dir.as_path(),
+        ];
         spec::filter_mounts(&mut oci.Mounts, &allowed);
         if oci.Process.Terminal {
             return Err(AgentError::InvalidArgument(
@@ -139,16 +155,13 @@ impl Agent {
         let (parent, child) = process::pipes(true)?;
         let started = self.runtime.create(cid, bundle, child).await?;
         let init = Process::new(exec_id.to_string(), started.pid, parent, started.exit);
-        let oom_watch = crate::cgroups::cgroup_of(
-            Path::new("/proc"),
-            Path::new("/sys/fs/cgroup"),
-            started.pid,
-        )
-        .ok()
-        .map(|cg| {
-            let file = crate::cgroups::oom_events_file(&cg);
-            crate::cgroups::watch_oom(cid.to_string(), file, self.oom_tx.clone())
-        });
+        let oom_watch =
+            crate::cgroups::cgroup_of(Path::new("/proc"), Path::new("/sys/fs/cgroup"), started.pid)
+                .ok()
+                .map(|cg| {
+                    let file = crate::cgroups::oom_events_file(&cg);
+                    crate::cgroups::watch_oom(cid.to_string(), file, self.oom_tx.clone())
+                });
         let container = Arc::new(Container {
             id: cid.to_string(),
             bundle: bundle.to_path_buf(),
@@ -323,11 +336,8 @@ impl Agent {
                 c.id
             )));
         }
-        let cg = crate::cgroups::cgroup_of(
-            Path::new("/proc"),
-            Path::new("/sys/fs/cgroup"),
-            c.init.pid,
-        )?;
+        let cg =
+            crate::cgroups::cgroup_of(Path::new("/proc"), Path::new("/sys/fs/cgroup"), c.init.pid)?;
         Ok(crate::cgroups::stats_of(&cg))
     }
 

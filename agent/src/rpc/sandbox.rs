@@ -125,7 +125,11 @@ impl Agent {
         &self,
         req: agent::UpdateRoutesRequest,
     ) -> Result<agent::Routes> {
-        let routes = req.routes.as_ref().map(|r| r.Routes.clone()).unwrap_or_default();
+        let routes = req
+            .routes
+            .as_ref()
+            .map(|r| r.Routes.clone())
+            .unwrap_or_default();
         let mut r = agent::Routes::new();
         r.Routes = self.network.update_routes(&routes).await?;
         Ok(r)

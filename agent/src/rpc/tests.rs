@@ -40,7 +40,12 @@ impl FakeRuntime {
 
 #[async_trait]
 impl Runtime for FakeRuntime {
-    async fn create(&self, id: &str, bundle: &Path, io: ChildIo) -> std::result::Result<Started, RuntimeError> {
+    async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        io: ChildIo,
+    ) -> std::result::Result<Started, RuntimeError> {
         assert!(bundle.join("config.json").exists());
         self.calls.lock().unwrap().push(format!("create {id}"));
         Ok(self.started(id, io))
@@ -49,12 +54,28 @@ impl Runtime for FakeRuntime {
         self.calls.lock().unwrap().push(format!("start {id}"));
         Ok(())
     }
-    async fn exec(&self, id: &str, p: &serde_json::Value, io: ChildIo) -> std::result::Result<Started, RuntimeError> {
-        self.calls.lock().unwrap().push(format!("exec {id} {}", p["args"][0]));
+    async fn exec(
+        &self,
+        id: &str,
+        p: &serde_json::Value,
+        io: ChildIo,
+    ) -> std::result::Result<Started, RuntimeError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("exec {id} {}", p["args"][0]));
         Ok(self.started(&format!("{id}/exec"), io))
     }
-    async fn kill(&self, id: &str, signal: i32, all: bool) -> std::result::Result<(), RuntimeError> {
-        self.calls.lock().unwrap().push(format!("kill {id} {signal} all={all}"));
+    async fn kill(
+        &self,
+        id: &str,
+        signal: i32,
+        all: bool,
+    ) -> std::result::Result<(), RuntimeError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("kill {id} {signal} all={all}"));
         self.ios.lock().unwrap().remove(id);
         if let Some(tx) = self.exits.lock().unwrap().remove(id) {
             let _ = tx.send(128 + signal);
@@ -69,8 +90,15 @@ impl Runtime for FakeRuntime {
         }
         Ok(())
     }
-    async fn update(&self, id: &str, r: &serde_json::Value) -> std::result::Result<(), RuntimeError> {
-        self.calls.lock().unwrap().push(format!("update {id} {}", r["memory"]["limit"]));
+    async fn update(
+        &self,
+        id: &str,
+        r: &serde_json::Value,
+    ) -> std::result::Result<(), RuntimeError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("update {id} {}", r["memory"]["limit"]));
         Ok(())
     }
     async fn pause(&self, id: &str, p: bool) -> std::result::Result<(), RuntimeError> {
@@ -86,7 +114,12 @@ struct FakeImages {
 
 #[async_trait]
 impl ImageService for FakeImages {
-    async fn pull(&self, image_ref: &str, _m: &serde_json::Value, rootfs: &Path) -> std::result::Result<ImageConfig, ImageError> {
+    async fn pull(
+        &self,
+        image_ref: &str,
+        _m: &serde_json::Value,
+        rootfs: &Path,
+    ) -> std::result::Result<ImageConfig, ImageError> {
         self.pulled.lock().unwrap().push(image_ref.to_string());
         std::fs::write(rootfs.join("marker"), "x").unwrap();
         Ok(ImageConfig {
@@ -102,15 +135,24 @@ struct FakeNet(StdMutex<Vec<String>>);
 
 #[async_trait]
 impl Network for FakeNet {
-    async fn update_interface(&self, i: &types::Interface) -> std::result::Result<types::Interface, NetworkError> {
+    async fn update_interface(
+        &self,
+        i: &types::Interface,
+    ) -> std::result::Result<types::Interface, NetworkError> {
         self.0.lock().unwrap().push(format!("iface {}", i.name));
         Ok(i.clone())
     }
-    async fn update_routes(&self, r: &[types::Route]) -> std::result::Result<Vec<types::Route>, NetworkError> {
+    async fn update_routes(
+        &self,
+        r: &[types::Route],
+    ) -> std::result::Result<Vec<types::Route>, NetworkError> {
         self.0.lock().unwrap().push(format!("routes {}", r.len()));
         Ok(r.to_vec())
     }
-    async fn add_arp_neighbors(&self, n: &[types::ARPNeighbor]) -> std::result::Result<(), NetworkError> {
+    async fn add_arp_neighbors(
+        &self,
+        n: &[types::ARPNeighbor],
+    ) -> std::result::Result<(), NetworkError> {
         self.0.lock().unwrap().push(format!("arp {}", n.len()));
         Ok(())
     }
@@ -167,7 +209,12 @@ fn fixture() -> Fixture {
         Arc::new(FakeNet::default()),
         Arc::new(FakeHost::default()),
     );
-    Fixture { agent, rt, images, _dir: dir }
+    Fixture {
+        agent,
+        rt,
+        images,
+        _dir: dir,
+    }
 }
 
 fn create_req(cid: &str, kind: &str, image: &str) -> agent::CreateContainerRequest {
@@ -201,18 +248,33 @@ async fn pod_lifecycle_in_process() {
     sb.hostname = "pod".into();
     sb.sandbox_id = "sb1".into();
     a.create_sandbox(sb.clone()).await.unwrap();
-    assert!(matches!(a.create_sandbox(sb).await, Err(AgentError::AlreadyExists(_))));
+    assert!(matches!(
+        a.create_sandbox(sb).await,
+        Err(AgentError::AlreadyExists(_))
+    ));
 
-    a.create_container(create_req("pause", "sandbox", "")).await.unwrap();
-    a.start_container(agent::StartContainerRequest { container_id: "pause".into(), ..Default::default() }).await.unwrap();
+    a.create_container(create_req("pause", "sandbox", ""))
+        .await
+        .unwrap();
+    a.start_container(agent::StartContainerRequest {
+        container_id: "pause".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let pause_cfg: serde_json::Value = serde_json::from_slice(
         &std::fs::read(a.config.state_dir.join("containers/pause/config.json")).unwrap(),
     )
     .unwrap();
-    assert!(pause_cfg["root"]["path"].as_str().unwrap().ends_with("pause/rootfs"));
+    assert!(pause_cfg["root"]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("pause/rootfs"));
     assert_eq!(pause_cfg["root"]["readonly"], true);
 
-    a.create_container(create_req("app", "container", "reg/app:1")).await.unwrap();
+    a.create_container(create_req("app", "container", "reg/app:1"))
+        .await
+        .unwrap();
     assert_eq!(*f.images.pulled.lock().unwrap(), vec!["reg/app:1"]);
     let cfg: serde_json::Value = serde_json::from_slice(
         &std::fs::read(a.config.state_dir.join("containers/app/config.json")).unwrap(),
@@ -223,13 +285,18 @@ async fn pod_lifecycle_in_process() {
     let ns = cfg["linux"]["namespaces"].as_array().unwrap();
     assert!(ns.iter().all(|n| n["type"] != "network"), "{ns:?}");
     let pause_pid = a.sandbox.lock().await.pause_pid.unwrap();
-    assert!(ns.iter().any(|n| n["path"] == format!("/proc/{pause_pid}/ns/ipc")));
+    assert!(ns
+        .iter()
+        .any(|n| n["path"] == format!("/proc/{pause_pid}/ns/ipc")));
 
     let mut rd = agent::ReadStreamRequest::new();
     rd.container_id = "app".into();
     rd.exec_id = "app".into();
     rd.len = 1024;
-    assert_eq!(a.read_stdout(rd.clone()).await.unwrap().data, b"hello from app\n");
+    assert_eq!(
+        a.read_stdout(rd.clone()).await.unwrap().data,
+        b"hello from app\n"
+    );
 
     let mut sig = agent::SignalProcessRequest::new();
     sig.container_id = "app".into();
@@ -240,16 +307,28 @@ async fn pod_lifecycle_in_process() {
     w.exec_id = "app".into();
     assert_eq!(a.wait_process(w).await.unwrap().status, 137);
     // stdout hits EOF once the process's writers are gone.
-    assert!(matches!(a.read_stdout(rd).await, Err(AgentError::Stream(_))));
+    assert!(matches!(
+        a.read_stdout(rd).await,
+        Err(AgentError::Stream(_))
+    ));
 
     let mut rm = agent::RemoveContainerRequest::new();
     rm.container_id = "app".into();
     a.remove_container(rm).await.unwrap();
     assert!(!a.config.state_dir.join("containers/app").exists());
-    a.destroy_sandbox(agent::DestroySandboxRequest::new()).await.unwrap();
+    a.destroy_sandbox(agent::DestroySandboxRequest::new())
+        .await
+        .unwrap();
     assert_eq!(
         f.rt.calls(),
-        vec!["create pause", "start pause", "create app", "kill app 9 all=true", "delete app", "delete pause"]
+        vec![
+            "create pause",
+            "start pause",
+            "create app",
+            "kill app 9 all=true",
+            "delete app",
+            "delete pause"
+        ]
     );
     assert!(a.sandbox.lock().await.containers.is_empty());
 }
@@ -258,8 +337,12 @@ async fn pod_lifecycle_in_process() {
 async fn exec_wait_and_stdio() {
     let f = fixture();
     let a = &f.agent;
-    a.create_sandbox(agent::CreateSandboxRequest::new()).await.unwrap();
-    a.create_container(create_req("app", "container", "img")).await.unwrap();
+    a.create_sandbox(agent::CreateSandboxRequest::new())
+        .await
+        .unwrap();
+    a.create_container(create_req("app", "container", "img"))
+        .await
+        .unwrap();
     let mut p = crate::protocols::oci::Process::new();
     p.Args = vec!["/bin/sh".into()];
     let mut ex = agent::ExecProcessRequest::new();
@@ -267,12 +350,18 @@ async fn exec_wait_and_stdio() {
     ex.exec_id = "e1".into();
     ex.process = Some(p).into();
     a.exec_process(ex.clone()).await.unwrap();
-    assert!(matches!(a.exec_process(ex).await, Err(AgentError::AlreadyExists(_))));
+    assert!(matches!(
+        a.exec_process(ex).await,
+        Err(AgentError::AlreadyExists(_))
+    ));
     let mut rd = agent::ReadStreamRequest::new();
     rd.container_id = "app".into();
     rd.exec_id = "e1".into();
     rd.len = 100;
-    assert_eq!(a.read_stdout(rd).await.unwrap().data, b"hello from app/exec\n");
+    assert_eq!(
+        a.read_stdout(rd).await.unwrap().data,
+        b"hello from app/exec\n"
+    );
     let mut ws = agent::WriteStreamRequest::new();
     ws.container_id = "app".into();
     ws.exec_id = "e1".into();
@@ -294,22 +383,40 @@ async fn bad_requests_are_refused_cleanly() {
     let f = fixture();
     let a = &f.agent;
     assert!(matches!(
-        a.create_container(create_req("app", "container", "img")).await,
+        a.create_container(create_req("app", "container", "img"))
+            .await,
         Err(AgentError::FailedPrecondition(_))
     ));
-    a.create_sandbox(agent::CreateSandboxRequest::new()).await.unwrap();
-    let e = a.create_container(create_req("../evil", "container", "img")).await.unwrap_err();
+    a.create_sandbox(agent::CreateSandboxRequest::new())
+        .await
+        .unwrap();
+    let e = a
+        .create_container(create_req("../evil", "container", "img"))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
     let mut no_pull = create_req("app", "container", "img");
     no_pull.storages.clear();
-    assert!(matches!(a.create_container(no_pull).await, Err(AgentError::InvalidArgument(_))));
-    assert!(!a.config.state_dir.join("containers/app").exists(), "failed create leaves no bundle");
+    assert!(matches!(
+        a.create_container(no_pull).await,
+        Err(AgentError::InvalidArgument(_))
+    ));
+    assert!(
+        !a.config.state_dir.join("containers/app").exists(),
+        "failed create leaves no bundle"
+    );
     let mut w = agent::WaitProcessRequest::new();
     w.container_id = "nope".into();
-    assert_eq!(a.wait_process(w).await.unwrap_err().code(), ttrpc::Code::NOT_FOUND);
+    assert_eq!(
+        a.wait_process(w).await.unwrap_err().code(),
+        ttrpc::Code::NOT_FOUND
+    );
     let mut cp = agent::CopyFileRequest::new();
     cp.path = "/etc/shadow".into();
-    assert_eq!(a.copy_file(cp).await.unwrap_err().code(), ttrpc::Code::INVALID_ARGUMENT);
+    assert_eq!(
+        a.copy_file(cp).await.unwrap_err().code(),
+        ttrpc::Code::INVALID_ARGUMENT
+    );
     assert!(f.rt.calls().is_empty());
 }
 
@@ -322,9 +429,15 @@ async fn network_and_guest_details() {
     iface.name = "eth0".into();
     i.interface = Some(iface).into();
     assert_eq!(a.update_interface(i).await.unwrap().name, "eth0");
-    let d = a.get_guest_details(agent::GuestDetailsRequest::new()).await.unwrap();
+    let d = a
+        .get_guest_details(agent::GuestDetailsRequest::new())
+        .await
+        .unwrap();
     assert_eq!(d.agent_details.version, env!("CARGO_PKG_VERSION"));
-    assert!(d.agent_details.storage_handlers.contains(&"image_guest_pull".to_string()));
+    assert!(d
+        .agent_details
+        .storage_handlers
+        .contains(&"image_guest_pull".to_string()));
 }
 
 #[tokio::test]
@@ -333,8 +446,13 @@ async fn set_policy_replaces_the_policy() {
     let a = &f.agent;
     let mut sp = agent::SetPolicyRequest::new();
     sp.policy = "not rego".into();
-    assert_eq!(a.set_policy(sp.clone()).await.unwrap_err().code(), ttrpc::Code::INVALID_ARGUMENT);
+    assert_eq!(
+        a.set_policy(sp.clone()).await.unwrap_err().code(),
+        ttrpc::Code::INVALID_ARGUMENT
+    );
     sp.policy = crate::policy::ALLOW_ALL_POLICY.into();
     a.set_policy(sp).await.unwrap();
-    a.policy.check_request(&agent::ExecProcessRequest::new()).unwrap();
+    a.policy
+        .check_request(&agent::ExecProcessRequest::new())
+        .unwrap();
 }

@@ -77,6 +77,8 @@ impl Registry {
             ),
         )
         .unwrap();
+        // Not waited for here: the agent's process-wide reaper collects it.
+        #[allow(clippy::zombie_processes)]
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&cfg)
@@ -130,13 +132,23 @@ pub async fn push_busybox(reg: &Registry, work: &Path) -> String {
     sh("umoci", &["new", "--image", &format!("{l}:test")]).await;
     sh(
         "umoci",
-        &["unpack", "--image", &format!("{l}:test"), &bundle.display().to_string()],
+        &[
+            "unpack",
+            "--image",
+            &format!("{l}:test"),
+            &bundle.display().to_string(),
+        ],
     )
     .await;
     busybox_rootfs(&bundle.join("rootfs"));
     sh(
         "umoci",
-        &["repack", "--image", &format!("{l}:test"), &bundle.display().to_string()],
+        &[
+            "repack",
+            "--image",
+            &format!("{l}:test"),
+            &bundle.display().to_string(),
+        ],
     )
     .await;
     sh(
@@ -226,8 +238,7 @@ impl ImageService for SkopeoPuller {
         // umoci wants to create the rootfs itself.
         let _ = std::fs::remove_dir(rootfs);
         let mut c = Command::new("umoci");
-        c.args(["raw", "unpack", "--image", &image])
-            .arg(rootfs);
+        c.args(["raw", "unpack", "--image", &image]).arg(rootfs);
         let out = run_command(c, None).await.map_err(|e| err(e.to_string()))?;
         if out.status != 0 {
             return Err(err(String::from_utf8_lossy(&out.stderr).into()));
@@ -236,16 +247,23 @@ impl ImageService for SkopeoPuller {
             let b = std::fs::read(&p).map_err(|e| err(format!("{}: {e}", p.display())))?;
             serde_json::from_slice(&b).map_err(|e| err(e.to_string()))
         };
-        let blob = |digest: &str| layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+        let blob = |digest: &str| {
+            layout
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:"))
+        };
         let index = read(layout.join("index.json"))?;
         let manifest = index["manifests"]
             .as_array()
             .and_then(|m| {
-                m.iter().find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag.as_str())
+                m.iter()
+                    .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag.as_str())
             })
             .ok_or_else(|| err("tag not in layout".into()))?;
         let manifest = read(blob(manifest["digest"].as_str().unwrap_or_default()))?;
-        let config = read(blob(manifest["config"]["digest"].as_str().unwrap_or_default()))?;
+        let config = read(blob(
+            manifest["config"]["digest"].as_str().unwrap_or_default(),
+        ))?;
         Ok(ImageConfig::from_oci_config(&config))
     }
 }
@@ -269,7 +287,11 @@ impl TestAgent {
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(pause.join("rootfs/pause"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            pause.join("rootfs/pause"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         let config = AgentConfig {
             state_dir: dir.path().join("state"),
             shared_dir: dir.path().join("run/shared"),
@@ -290,7 +312,9 @@ impl TestAgent {
             Arc::new(SystemHost::new(false)),
         ));
         let sock = format!("unix://{}", dir.path().join("agent.sock").display());
-        let server = coco_agent::server::start(agent.clone(), &sock).await.unwrap();
+        let server = coco_agent::server::start(agent.clone(), &sock)
+            .await
+            .unwrap();
         TestAgent {
             dir,
             sock,
@@ -326,7 +350,10 @@ pub fn pod_spec(cid: &str, args: &[&str]) -> oci::Spec {
     p.Cwd = "/".into();
     p.User = Some(oci::User::new()).into();
     let mut caps = oci::LinuxCapabilities::new();
-    let c: Vec<String> = ["CAP_KILL", "CAP_CHOWN", "CAP_SETUID", "CAP_SETGID"].iter().map(|s| s.to_string()).collect();
+    let c: Vec<String> = ["CAP_KILL", "CAP_CHOWN", "CAP_SETUID", "CAP_SETGID"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     caps.Bounding = c.clone();
     caps.Effective = c.clone();
     caps.Permitted = c;
@@ -338,9 +365,30 @@ pub fn pod_spec(cid: &str, args: &[&str]) -> oci::Spec {
     s.Hostname = "pod".into();
     for (dst, ty, src, opts) in [
         ("/proc", "proc", "proc", vec!["nosuid", "noexec", "nodev"]),
-        ("/dev", "tmpfs", "tmpfs", vec!["nosuid", "strictatime", "mode=755", "size=65536k"]),
-        ("/dev/pts", "devpts", "devpts", vec!["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
-        ("/sys", "sysfs", "sysfs", vec!["nosuid", "noexec", "nodev", "ro"]),
+        (
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            vec!["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        (
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            vec![
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+            ],
+        ),
+        (
+            "/sys",
+            "sysfs",
+            "sysfs",
+            vec!["nosuid", "noexec", "nodev", "ro"],
+        ),
         ("/etc/secret", "bind", "/etc", vec!["rbind", "ro"]),
     ] {
         let mut m = oci::Mount::new();
@@ -366,7 +414,12 @@ pub fn pod_spec(cid: &str, args: &[&str]) -> oci::Spec {
 }
 
 /// A CreateContainerRequest as Kata ≥ 3.3 sends it for guest pull.
-pub fn create_request(cid: &str, kind: &str, image: &str, args: &[&str]) -> agent::CreateContainerRequest {
+pub fn create_request(
+    cid: &str,
+    kind: &str,
+    image: &str,
+    args: &[&str],
+) -> agent::CreateContainerRequest {
     let mut st = agent::Storage::new();
     st.driver = "image_guest_pull".into();
     st.source = image.into();
@@ -388,7 +441,12 @@ pub fn create_request(cid: &str, kind: &str, image: &str, args: &[&str]) -> agen
 }
 
 /// Reads a stream until EOF (the agent answers EOF with an error).
-pub async fn read_all(c: &agent_ttrpc::AgentServiceClient, cid: &str, exec_id: &str, stderr: bool) -> Vec<u8> {
+pub async fn read_all(
+    c: &agent_ttrpc::AgentServiceClient,
+    cid: &str,
+    exec_id: &str,
+    stderr: bool,
+) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let mut r = agent::ReadStreamRequest::new();
