@@ -3,6 +3,7 @@
 //! the agent runs helper programs (so that the reaper, not `std`, collects them).
 
 use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
@@ -15,12 +16,14 @@ use crate::reaper::Reaper;
 /// Most bytes one `ReadStdout`/`ReadStderr` returns.
 pub const MAX_READ: usize = 1 << 20;
 
-/// The child's ends of its stdio pipes, handed to the runtime.
+/// The child's ends of its stdio pipes, handed to the runtime; with a terminal, the
+/// console socket on which the runtime sends the pty master instead.
 #[derive(Debug)]
 pub struct ChildIo {
     pub stdin: Option<OwnedFd>,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    pub console_socket: Option<PathBuf>,
 }
 
 /// The agent's ends of a process's stdio.
@@ -29,6 +32,88 @@ pub struct ParentIo {
     stdin: Mutex<Option<pipe::Sender>>,
     stdout: Mutex<Option<pipe::Receiver>>,
     stderr: Mutex<Option<pipe::Receiver>>,
+    /// The pty master, for window size changes.
+    tty: Option<OwnedFd>,
+}
+
+/// A listening console socket (`runc --console-socket`).
+#[derive(Debug)]
+pub struct ConsoleSocket {
+    listener: std::os::unix::net::UnixListener,
+    pub path: PathBuf,
+}
+
+impl ConsoleSocket {
+    /// Binds `dir/console.sock`.
+    pub fn bind(dir: &Path) -> std::io::Result<Self> {
+        let path = dir.join("console.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path)?;
+        Ok(Self { listener, path })
+    }
+
+    /// The child's side: stdio on /dev/null, the pty comes through the socket.
+    pub fn child_io(&self) -> std::io::Result<ChildIo> {
+        let null = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+        };
+        Ok(ChildIo {
+            stdin: None,
+            stdout: null()?.into(),
+            stderr: null()?.into(),
+            console_socket: Some(self.path.clone()),
+        })
+    }
+
+    /// Accepts the runtime's connection and receives the pty master (SCM_RIGHTS).
+    pub async fn receive(self, timeout: std::time::Duration) -> std::io::Result<OwnedFd> {
+        self.listener.set_nonblocking(true)?;
+        let listener = tokio::net::UnixListener::from_std(self.listener)?;
+        let (stream, _) = tokio::time::timeout(timeout, listener.accept())
+            .await
+            .map_err(|_| std::io::Error::other("no console from the runtime"))??;
+        let _ = std::fs::remove_file(&self.path);
+        let stream = stream.into_std()?;
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(timeout))?;
+        tokio::task::spawn_blocking(move || {
+            use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+            let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let mut buf = [0u8; 4096];
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            rustix::net::recvmsg(&stream, &mut iov, &mut control, RecvFlags::empty())?;
+            for msg in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(mut fds) = msg {
+                    if let Some(fd) = fds.next() {
+                        return Ok(fd);
+                    }
+                }
+            }
+            Err(std::io::Error::other(
+                "console socket message carried no fd",
+            ))
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
+/// The agent's side of a terminal process: stdout and stdin on the pty master.
+pub fn tty_io(master: OwnedFd) -> std::io::Result<ParentIo> {
+    let flags = rustix::fs::fcntl_getfl(&master)?;
+    rustix::fs::fcntl_setfl(&master, flags | rustix::fs::OFlags::NONBLOCK)?;
+    let out = pipe::Receiver::from_owned_fd_unchecked(master.try_clone()?)?;
+    let inp = pipe::Sender::from_owned_fd_unchecked(master.try_clone()?)?;
+    Ok(ParentIo {
+        stdin: Mutex::new(Some(inp)),
+        stdout: Mutex::new(Some(out)),
+        stderr: Mutex::new(None),
+        tty: Some(master),
+    })
 }
 
 /// Creates the pipes of a new process; `with_stdin` decides whether it gets a stdin pipe
@@ -48,11 +133,13 @@ pub fn pipes(with_stdin: bool) -> std::io::Result<(ParentIo, ChildIo)> {
             stdin: Mutex::new(stdin_parent),
             stdout: Mutex::new(Some(pipe::Receiver::from_owned_fd(out_r)?)),
             stderr: Mutex::new(Some(pipe::Receiver::from_owned_fd(err_r)?)),
+            tty: None,
         },
         ChildIo {
             stdin: stdin_child,
             stdout: out_w,
             stderr: err_w,
+            console_socket: None,
         },
     ))
 }
@@ -64,6 +151,8 @@ pub enum IoError {
     Eof,
     #[error("stream is closed")]
     Closed,
+    #[error("process has no terminal")]
+    NoTerminal,
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -86,7 +175,12 @@ impl ParentIo {
         let mut guard = lock.lock().await;
         let rx = guard.as_mut().ok_or(IoError::Closed)?;
         let mut buf = vec![0u8; len.clamp(1, MAX_READ)];
-        let n = rx.read(&mut buf).await?;
+        let n = match rx.read(&mut buf).await {
+            Ok(n) => n,
+            // A pty master reads EIO once the terminal's last user is gone.
+            Err(e) if self.tty.is_some() && e.raw_os_error() == Some(libc::EIO) => 0,
+            Err(e) => return Err(e.into()),
+        };
         if n == 0 {
             // Drop our end so the next read fails fast.
             *guard = None;
@@ -104,8 +198,28 @@ impl ParentIo {
         Ok(data.len())
     }
 
+    /// Sets the terminal's window size.
+    pub fn resize(&self, rows: u16, cols: u16) -> Result<(), IoError> {
+        let tty = self.tty.as_ref().ok_or(IoError::NoTerminal)?;
+        let ws = rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(tty, ws).map_err(std::io::Error::from)?;
+        Ok(())
+    }
+
     /// Closes stdin so the process sees end of file.
     pub async fn close_stdin(&self) {
+        // On a terminal, stdin is the pty itself: send EOF (^D) instead of closing it.
+        if self.tty.is_some() {
+            if let Some(tx) = self.stdin.lock().await.as_mut() {
+                let _ = tx.write_all(&[4]).await;
+            }
+            return;
+        }
         self.stdin.lock().await.take();
     }
 }

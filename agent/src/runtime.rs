@@ -104,6 +104,10 @@ impl Runc {
         pid_file: &Path,
     ) -> Result<Started, RuntimeError> {
         let reaper = Reaper::global();
+        if let Some(sock) = &io.console_socket {
+            cmd.arg("--console-socket").arg(sock);
+        }
+        cmd.arg(id);
         cmd.stdin(match io.stdin {
             Some(fd) => Stdio::from(fd),
             None => Stdio::null(),
@@ -186,8 +190,7 @@ impl Runtime for Runc {
             .arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
-            .arg(&pid_file)
-            .arg(id);
+            .arg(&pid_file);
         self.spawn_detached("create", id, cmd, io, &pid_file).await
     }
 
@@ -219,8 +222,7 @@ impl Runtime for Runc {
             .arg("--process")
             .arg(&spec)
             .arg("--pid-file")
-            .arg(&pid_file)
-            .arg(id);
+            .arg(&pid_file);
         let r = self.spawn_detached("exec", id, cmd, io, &pid_file).await;
         let _ = std::fs::remove_dir_all(&dir);
         r

@@ -221,9 +221,12 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    /// program, argv, stdin
+    type Call = (String, Vec<String>, Option<Vec<u8>>);
+
     #[derive(Debug, Default)]
     struct Recorder {
-        calls: Mutex<Vec<(String, Vec<String>, Option<Vec<u8>>)>>,
+        calls: Mutex<Vec<Call>>,
         mounts: Mutex<Vec<(PathBuf, PathBuf, String, String)>>,
     }
 
@@ -268,7 +271,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(dev, Some(PathBuf::from("/dev/mapper/coco-ephemeral")));
-        let calls = r.calls.lock().unwrap();
+        let calls = r.calls.lock().unwrap().clone();
         assert_eq!(calls[1].0, "dmsetup");
         let table = String::from_utf8(calls[1].2.clone().unwrap()).unwrap();
         let f: Vec<&str> = table.split_whitespace().collect();
@@ -282,10 +285,8 @@ mod tests {
             );
         }
         assert_eq!(calls[2].0, "mkfs.ext4");
-        let m = r.mounts.lock().unwrap();
-        assert_eq!(m[0].2, "ext4");
+        assert_eq!(r.mounts.lock().unwrap()[0].2, "ext4");
         // A fresh key each time.
-        drop((calls, m));
         let r2 = Recorder::default();
         setup(&r2, &mode, Path::new("/x")).await.unwrap();
         let t2 = String::from_utf8(r2.calls.lock().unwrap()[1].2.clone().unwrap()).unwrap();

@@ -157,6 +157,38 @@ async fn full_pod_lifecycle_with_runc_and_registry() {
         0
     );
 
+    // A terminal exec: window size set through TtyWinResize, output through the pty.
+    let mut te = exec_req(
+        "pause",
+        "t1",
+        &["/bin/sh", "-c", "sleep 1; stty size; echo tty-done"],
+    );
+    te.process.as_mut().unwrap().Terminal = true;
+    c.exec_process(ctx(), &te).await.unwrap();
+    let mut rs = agent::TtyWinResizeRequest::new();
+    rs.container_id = "pause".into();
+    rs.exec_id = "t1".into();
+    rs.row = 40;
+    rs.column = 100;
+    c.tty_win_resize(ctx(), &rs).await.unwrap();
+    let out = String::from_utf8(read_all(&c, "pause", "t1", false).await).unwrap();
+    assert!(out.contains("40 100\r\n"), "{out:?}");
+    assert!(out.contains("tty-done"), "{out:?}");
+    assert_eq!(
+        c.wait_process(ctx(), &wait("pause", "t1"))
+            .await
+            .unwrap()
+            .status,
+        0
+    );
+    rs.exec_id = "pause".into();
+    let (code, _) = status_code(&c.tty_win_resize(ctx(), &rs).await.unwrap_err());
+    assert_eq!(
+        code,
+        ttrpc::Code::FAILED_PRECONDITION,
+        "no terminal on the pause process"
+    );
+
     // Cgroup statistics of the running pause container.
     let mut st = agent::StatsContainerRequest::new();
     st.container_id = "pause".into();

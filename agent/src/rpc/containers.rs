@@ -13,6 +13,18 @@ use crate::process::{self, Process};
 use crate::protocols::agent;
 use crate::spec;
 
+/// How long the runtime has to hand over a terminal.
+const CONSOLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn tty_parent(
+    master: tokio::task::JoinHandle<std::io::Result<std::os::fd::OwnedFd>>,
+) -> Result<process::ParentIo> {
+    let fd = master
+        .await
+        .map_err(|e| AgentError::Internal(e.to_string()))??;
+    Ok(process::tty_io(fd)?)
+}
+
 /// Container and exec ids become path components and runc names: keep them plain.
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty()
@@ -142,18 +154,21 @@ impl Agent {
             self.config.state_dir.as_path(),
         ];
         spec::filter_mounts(&mut oci.Mounts, &allowed);
-        if oci.Process.Terminal {
-            return Err(AgentError::InvalidArgument(
-                "terminal (tty) containers are not supported yet".into(),
-            ));
-        }
         let config = spec::spec_to_json(oci);
         std::fs::write(
             bundle.join("config.json"),
             serde_json::to_vec_pretty(&config).map_err(|e| AgentError::Internal(e.to_string()))?,
         )?;
-        let (parent, child) = process::pipes(true)?;
-        let started = self.runtime.create(cid, bundle, child).await?;
+        let (started, parent) = if oci.Process.Terminal {
+            let console = process::ConsoleSocket::bind(bundle)?;
+            let child = console.child_io()?;
+            let master = tokio::spawn(console.receive(CONSOLE_TIMEOUT));
+            let started = self.runtime.create(cid, bundle, child).await?;
+            (started, tty_parent(master).await?)
+        } else {
+            let (parent, child) = process::pipes(true)?;
+            (self.runtime.create(cid, bundle, child).await?, parent)
+        };
         let init = Process::new(exec_id.to_string(), started.pid, parent, started.exit);
         let oom_watch =
             crate::cgroups::cgroup_of(Path::new("/proc"), Path::new("/sys/fs/cgroup"), started.pid)
@@ -198,11 +213,6 @@ impl Agent {
             .process
             .as_ref()
             .ok_or_else(|| AgentError::InvalidArgument("no process".into()))?;
-        if p.Terminal {
-            return Err(AgentError::InvalidArgument(
-                "terminal (tty) processes are not supported yet".into(),
-            ));
-        }
         if p.Args.is_empty() {
             return Err(AgentError::InvalidArgument("no args".into()));
         }
@@ -210,11 +220,24 @@ impl Agent {
         if execs.contains_key(&req.exec_id) || req.exec_id == c.init.exec_id {
             return Err(AgentError::AlreadyExists(format!("exec {}", req.exec_id)));
         }
-        let (parent, child) = process::pipes(true)?;
-        let started = self
-            .runtime
-            .exec(&c.id, &spec::process_to_json(p), child)
-            .await?;
+        let json = spec::process_to_json(p);
+        let (started, parent) = if p.Terminal {
+            let dir = c.bundle.join(format!("exec-{}", req.exec_id));
+            std::fs::create_dir_all(&dir)?;
+            let console = process::ConsoleSocket::bind(&dir)?;
+            let child = console.child_io()?;
+            let master = tokio::spawn(console.receive(CONSOLE_TIMEOUT));
+            let started = self.runtime.exec(&c.id, &json, child).await;
+            let r = match started {
+                Ok(s) => tty_parent(master).await.map(|p| (s, p)),
+                Err(e) => Err(e.into()),
+            };
+            let _ = std::fs::remove_dir_all(&dir);
+            r?
+        } else {
+            let (parent, child) = process::pipes(true)?;
+            (self.runtime.exec(&c.id, &json, child).await?, parent)
+        };
         let proc = Process::new(req.exec_id.clone(), started.pid, parent, started.exit);
         execs.insert(req.exec_id.clone(), proc);
         Ok(Empty::new())

@@ -52,9 +52,10 @@ impl Agent {
 
     pub(super) async fn tty_win_resize(&self, req: agent::TtyWinResizeRequest) -> Result<Empty> {
         let (_, p) = self.process(&req.container_id, &req.exec_id).await?;
-        Err(AgentError::FailedPrecondition(format!(
-            "process {} has no terminal",
-            p.exec_id
-        )))
+        let dim =
+            |v: u32| u16::try_from(v).map_err(|_| AgentError::InvalidArgument(format!("size {v}")));
+        p.io.resize(dim(req.row)?, dim(req.column)?)
+            .map_err(|e| AgentError::FailedPrecondition(format!("{}: {e}", p.exec_id)))?;
+        Ok(Empty::new())
     }
 }

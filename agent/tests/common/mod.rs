@@ -118,7 +118,7 @@ pub fn busybox_rootfs(rootfs: &Path) {
         std::fs::create_dir_all(rootfs.join(d)).unwrap();
     }
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    for applet in ["sh", "echo", "sleep", "cat", "true", "ls"] {
+    for applet in ["sh", "echo", "sleep", "cat", "true", "ls", "stty", "tty"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
 }
