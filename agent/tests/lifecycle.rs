@@ -311,3 +311,49 @@ async fn set_policy_allowed_then_enforced() {
         ttrpc::Code::PERMISSION_DENIED
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oom_kill_is_reported_by_get_oom_event() {
+    if let Err(why) = prerequisites() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let reg = Registry::start().await;
+    let image = push_busybox(&reg, work.path()).await;
+    let ta = TestAgent::start(ALLOW_ALL_POLICY).await;
+    let (c, _) = ta.clients().await;
+    c.create_sandbox(ctx(), &agent::CreateSandboxRequest::new())
+        .await
+        .unwrap();
+    // A shell that keeps growing a variable under a 16 MiB limit.
+    let mut req = create_request(
+        "hog",
+        "container",
+        &image,
+        &["/bin/sh", "-c", "a=x; while :; do a=$a$a; done"],
+    );
+    let mut mem = oci::LinuxMemory::new();
+    mem.Limit = 16 << 20;
+    let mut res = oci::LinuxResources::new();
+    res.Memory = Some(mem).into();
+    req.OCI.as_mut().unwrap().Linux.as_mut().unwrap().Resources = Some(res).into();
+    c.create_container(ctx(), &req).await.unwrap();
+    c.start_container(ctx(), &start("hog")).await.unwrap();
+    let ev = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        c.get_oom_event(ctx(), &agent::GetOOMEventRequest::new()),
+    )
+    .await
+    .expect("OOM event within 30 s")
+    .unwrap();
+    assert_eq!(ev.container_id, "hog");
+    assert_eq!(
+        c.wait_process(ctx(), &wait("hog", "hog"))
+            .await
+            .unwrap()
+            .status,
+        137
+    );
+    c.remove_container(ctx(), &remove("hog")).await.unwrap();
+}
