@@ -84,6 +84,55 @@ impl AgentConfig {
     }
 }
 
+/// The agent's configuration file in the (measured) guest image, e.g.
+/// `/etc/coco-agent/config.toml`. When the agent is `/init` it has no command line of its
+/// own, so this is where the image says how to start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub server_addr: Option<String>,
+    /// `confidential`, `allow-all` or a Rego file path.
+    pub policy: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub pause_bundle: Option<PathBuf>,
+    pub runc: Option<PathBuf>,
+    pub runc_root: Option<PathBuf>,
+    pub modules_file: Option<PathBuf>,
+    /// Initdata device, or `auto` to look for the initdata magic on virtio disks.
+    pub initdata: Option<String>,
+    pub attester_bin: Option<PathBuf>,
+    #[serde(default)]
+    pub attester_args: Vec<String>,
+    pub attester_socket: Option<PathBuf>,
+}
+
+impl FileConfig {
+    /// Parses the TOML text.
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Applies the settings that live in [`AgentConfig`].
+    pub fn apply(&self, c: &mut AgentConfig) {
+        if let Some(v) = &self.server_addr {
+            c.server_addr = v.clone();
+        }
+        if let Some(v) = &self.policy {
+            c.policy = parse_policy(v);
+        }
+        for (dst, src) in [
+            (&mut c.state_dir, &self.state_dir),
+            (&mut c.pause_bundle, &self.pause_bundle),
+            (&mut c.runc, &self.runc),
+            (&mut c.runc_root, &self.runc_root),
+        ] {
+            if let Some(v) = src {
+                *dst = v.clone();
+            }
+        }
+    }
+}
+
 /// `confidential`, `allow-all` or a file path.
 pub fn parse_policy(v: &str) -> PolicySource {
     match v {
@@ -96,6 +145,23 @@ pub fn parse_policy(v: &str) -> PolicySource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_file() {
+        let f = FileConfig::parse(
+            "policy = \"allow-all\"\npause_bundle = \"/opt/pause\"\nattester_bin = \"/usr/bin/aa\"\nattester_args = [\"--x\"]\ninitdata = \"auto\"\n",
+        )
+        .unwrap();
+        let mut c = AgentConfig::default();
+        f.apply(&mut c);
+        assert_eq!(c.policy, PolicySource::AllowAll);
+        assert_eq!(c.pause_bundle, PathBuf::from("/opt/pause"));
+        assert_eq!(f.attester_args, vec!["--x"]);
+        assert!(
+            FileConfig::parse("typo_key = 1\n").is_err(),
+            "unknown keys are refused"
+        );
+    }
 
     #[test]
     fn cmdline_then_env() {

@@ -105,6 +105,29 @@ impl Initdata {
     }
 }
 
+/// Finds the disk carrying the initdata magic among `dev_dir`'s virtio/SCSI disks
+/// (`vd*`, `sd*`), for `initdata = "auto"`.
+pub fn find_device(dev_dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let mut names: Vec<_> = std::fs::read_dir(dev_dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| (n.starts_with("vd") || n.starts_with("sd")) && n.len() == 3)
+        })
+        .collect();
+    names.sort();
+    names.into_iter().find(|p| {
+        let mut magic = [0u8; 8];
+        std::fs::File::open(p)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok()
+            && &magic == MAGIC
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +153,17 @@ mod tests {
         assert!(d.policy().unwrap().contains("ExecProcessRequest"));
         assert_eq!(d.digest(), sha2::Sha384::digest(TOML.as_bytes()).to_vec());
         crate::policy::Policy::new(d.policy().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn finds_the_initdata_disk() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("vda"), vec![0u8; 1024]).unwrap();
+        std::fs::write(d.path().join("vdb"), disk(TOML)).unwrap();
+        std::fs::write(d.path().join("vdb1"), disk(TOML)).unwrap();
+        assert_eq!(find_device(d.path()), Some(d.path().join("vdb")));
+        std::fs::remove_file(d.path().join("vdb")).unwrap();
+        assert_eq!(find_device(d.path()), None);
     }
 
     #[test]

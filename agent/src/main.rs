@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use coco_agent::config::{parse_policy, AgentConfig, PolicySource};
+use coco_agent::config::{parse_policy, AgentConfig, FileConfig, PolicySource};
 use coco_agent::host::SystemHost;
 use coco_agent::init::{self, AttesterConfig};
 use coco_agent::initdata::Initdata;
@@ -31,9 +31,13 @@ struct Cli {
     /// file. A `policy.rego` in the initdata takes precedence.
     #[arg(long)]
     policy: Option<String>,
-    /// Initdata block device (or file) to read the pod's initdata from.
+    /// Configuration file in the guest image (a missing file is fine).
+    #[arg(long, default_value = "/etc/coco-agent/config.toml")]
+    config: PathBuf,
+    /// Initdata block device (or file) to read the pod's initdata from, or `auto` to
+    /// look for the initdata magic on /dev/vd* and /dev/sd*.
     #[arg(long)]
-    initdata: Option<PathBuf>,
+    initdata: Option<String>,
     /// Directory for container bundles.
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -52,18 +56,16 @@ struct Cli {
     /// Act as the VM's init even if not PID 1 (mounts, modules, power off on destroy).
     #[arg(long)]
     init: bool,
-    /// Kernel modules to load at boot, one per line.
-    #[arg(long, default_value = "/etc/modules")]
-    modules_file: PathBuf,
+    /// Kernel modules to load at boot, one per line [default: /etc/modules].
+    #[arg(long)]
+    modules_file: Option<PathBuf>,
     /// Attestation agent binary to start before serving.
     #[arg(long)]
     attester_bin: Option<PathBuf>,
-    /// Unix socket the attestation agent serves on (waited for before serving).
-    #[arg(
-        long,
-        default_value = "/run/confidential-containers/attestation-agent/attestation-agent.sock"
-    )]
-    attester_socket: PathBuf,
+    /// Unix socket the attestation agent serves on (waited for before serving)
+    /// [default: /run/confidential-containers/attestation-agent/attestation-agent.sock].
+    #[arg(long)]
+    attester_socket: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -92,6 +94,13 @@ async fn run(cli: Cli, init_mode: bool) -> anyhow::Result<()> {
         init_mode,
         ..Default::default()
     };
+    let file = match std::fs::read_to_string(&cli.config) {
+        Ok(text) => FileConfig::parse(&text)
+            .with_context(|| format!("config file {}", cli.config.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileConfig::default(),
+        Err(e) => return Err(e).with_context(|| format!("config file {}", cli.config.display())),
+    };
+    file.apply(&mut config);
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     config.apply_cmdline(&cmdline);
     config.apply_env(|k| std::env::var(k).ok());
@@ -112,8 +121,12 @@ async fn run(cli: Cli, init_mode: bool) -> anyhow::Result<()> {
             *dst = v;
         }
     }
+    let modules_file = cli
+        .modules_file
+        .or(file.modules_file.clone())
+        .unwrap_or_else(|| "/etc/modules".into());
     if init_mode {
-        if let Ok(list) = std::fs::read_to_string(&cli.modules_file) {
+        if let Ok(list) = std::fs::read_to_string(&modules_file) {
             for (m, params) in init::modules_from_list(&list) {
                 if let Err(e) = init::modprobe(&m, &params).await {
                     tracing::warn!("{e}");
@@ -129,7 +142,12 @@ async fn run(cli: Cli, init_mode: bool) -> anyhow::Result<()> {
             .await
             .context("setting up ephemeral storage")?;
     }
-    if let Some(dev) = &cli.initdata {
+    let initdata = match cli.initdata.or(file.initdata.clone()).as_deref() {
+        Some("auto") => coco_agent::initdata::find_device(std::path::Path::new("/dev")),
+        Some(p) => Some(PathBuf::from(p)),
+        None => None,
+    };
+    if let Some(dev) = &initdata {
         let bytes = read_prefix(dev, (coco_agent::initdata::MAX_SIZE + 16) as usize)
             .with_context(|| format!("reading initdata {}", dev.display()))?;
         let data = Initdata::from_disk(&bytes).context("parsing initdata")?;
@@ -149,11 +167,16 @@ async fn run(cli: Cli, init_mode: bool) -> anyhow::Result<()> {
         )?,
         PolicySource::Text(t) => Policy::new(t)?,
     };
-    if let Some(bin) = cli.attester_bin {
+    if let Some(bin) = cli.attester_bin.or(file.attester_bin.clone()) {
         let cfg = AttesterConfig {
             binary: bin,
-            socket: cli.attester_socket,
-            args: vec![],
+            socket: cli
+                .attester_socket
+                .or(file.attester_socket.clone())
+                .unwrap_or_else(|| {
+                    "/run/confidential-containers/attestation-agent/attestation-agent.sock".into()
+                }),
+            args: file.attester_args.clone(),
         };
         init::start_attester(&cfg, std::time::Duration::from_secs(30))
             .await
