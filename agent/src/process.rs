@@ -198,6 +198,12 @@ impl ParentIo {
         Ok(data.len())
     }
 
+    /// Whether both output streams reached EOF (nothing left for the shim to read).
+    pub fn drained(&self) -> bool {
+        let gone = |m: &Mutex<Option<pipe::Receiver>>| m.try_lock().is_ok_and(|g| g.is_none());
+        gone(&self.stdout) && gone(&self.stderr)
+    }
+
     /// Sets the terminal's window size.
     pub fn resize(&self, rows: u16, cols: u16) -> Result<(), IoError> {
         let tty = self.tty.as_ref().ok_or(IoError::NoTerminal)?;

@@ -13,6 +13,9 @@ use crate::process::{self, Process};
 use crate::protocols::agent;
 use crate::spec;
 
+/// How long (in 100 ms polls) an exited exec is kept for its output to be read.
+const EXEC_DRAIN_POLLS: u32 = 300;
+
 /// How long the runtime has to hand over a terminal.
 const CONSOLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -250,7 +253,18 @@ impl Agent {
         let (c, p) = self.process(&req.container_id, &req.exec_id).await?;
         let status = p.wait().await;
         if !Arc::ptr_eq(&p, &c.init) {
-            c.execs.lock().await.remove(&p.exec_id);
+            // Forget the exec once the shim has drained its output (or gave up on it),
+            // so that exec probes do not pile up and late reads still get the tail.
+            let (c, p) = (c.clone(), p.clone());
+            tokio::spawn(async move {
+                for _ in 0..EXEC_DRAIN_POLLS {
+                    if p.io.drained() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                c.execs.lock().await.remove(&p.exec_id);
+            });
         }
         let mut r = agent::WaitProcessResponse::new();
         r.status = status;

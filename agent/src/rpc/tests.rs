@@ -376,6 +376,53 @@ async fn exec_wait_and_stdio() {
     upd.resources = Some(res).into();
     a.update_container(upd).await.unwrap();
     assert!(f.rt.calls().contains(&format!("update app {}", 1u64 << 26)));
+
+    // A second exec exits before the shim read its output: the tail is still there.
+    let mut p = crate::protocols::oci::Process::new();
+    p.Args = vec!["/bin/echo".into()];
+    let mut ex = agent::ExecProcessRequest::new();
+    ex.container_id = "app".into();
+    ex.exec_id = "e2".into();
+    ex.process = Some(p).into();
+    a.exec_process(ex).await.unwrap();
+    f.rt.ios.lock().unwrap().remove("app/exec");
+    let _ =
+        f.rt.exits
+            .lock()
+            .unwrap()
+            .remove("app/exec")
+            .unwrap()
+            .send(0);
+    let mut w = agent::WaitProcessRequest::new();
+    w.container_id = "app".into();
+    w.exec_id = "e2".into();
+    assert_eq!(a.wait_process(w).await.unwrap().status, 0);
+    let mut rd = agent::ReadStreamRequest::new();
+    rd.container_id = "app".into();
+    rd.exec_id = "e2".into();
+    rd.len = 100;
+    assert_eq!(
+        a.read_stdout(rd.clone()).await.unwrap().data,
+        b"hello from app/exec\n"
+    );
+    assert!(a.read_stdout(rd.clone()).await.is_err(), "then EOF");
+    assert!(matches!(
+        a.read_stderr(rd.clone()).await,
+        Err(AgentError::Stream(_))
+    ));
+    // Both streams drained: the exec is forgotten shortly after.
+    let mut gone = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if matches!(
+            a.read_stdout(rd.clone()).await,
+            Err(AgentError::NotFound(_))
+        ) {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "exited, drained exec is removed");
 }
 
 #[tokio::test]
