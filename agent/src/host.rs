@@ -13,6 +13,10 @@ pub trait Host: Send + Sync + std::fmt::Debug {
     fn power_off(&self);
     /// Whether this agent is the VM's init.
     fn is_init(&self) -> bool;
+    /// Mounts a tmpfs (Kata's `ephemeral` storage: /dev/shm, memory-backed emptyDir).
+    fn mount_tmpfs(&self, target: &std::path::Path, options: &str) -> std::io::Result<()>;
+    /// Unmounts (lazily) what `mount_tmpfs` mounted.
+    fn unmount(&self, target: &std::path::Path) -> std::io::Result<()>;
 }
 
 /// The real host. Outside the VM (`init_mode == false`, e.g. on a development machine
@@ -72,5 +76,23 @@ impl Host for SystemHost {
 
     fn is_init(&self) -> bool {
         self.init_mode
+    }
+
+    fn mount_tmpfs(&self, target: &std::path::Path, options: &str) -> std::io::Result<()> {
+        use nix::mount::MsFlags;
+        std::fs::create_dir_all(target)?;
+        nix::mount::mount(
+            Some("tmpfs"),
+            target,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(options),
+        )?;
+        Ok(())
+    }
+
+    fn unmount(&self, target: &std::path::Path) -> std::io::Result<()> {
+        nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH)?;
+        Ok(())
     }
 }

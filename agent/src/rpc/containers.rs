@@ -112,6 +112,49 @@ impl Agent {
         sandbox_pidns: bool,
     ) -> Result<Empty> {
         let pull = image::guest_pull(&req.storages)?;
+        let prepared = self.prepare_storages(&req.storages)?;
+        let r = self
+            .create_with_storages(
+                req,
+                cid,
+                exec_id,
+                bundle,
+                oci,
+                pause_pid,
+                sandbox_pidns,
+                pull,
+            )
+            .await;
+        match r {
+            Ok(mut c) => {
+                c.storages = prepared;
+                let c = Arc::new(c);
+                let mut sb = self.sandbox.lock().await;
+                if c.is_sandbox {
+                    sb.pause_pid = Some(c.init.pid);
+                }
+                sb.containers.insert(cid.to_string(), c);
+                Ok(Empty::new())
+            }
+            Err(e) => {
+                self.release_storages(&prepared);
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create_with_storages(
+        &self,
+        req: &agent::CreateContainerRequest,
+        cid: &str,
+        exec_id: &str,
+        bundle: &Path,
+        oci: &mut crate::protocols::oci::Spec,
+        pause_pid: Option<i32>,
+        sandbox_pidns: bool,
+        pull: Option<image::GuestPull>,
+    ) -> Result<Container> {
         let is_sandbox = pull.as_ref().is_some_and(|p| p.is_sandbox);
         let mut root = oci.Root.as_ref().cloned().unwrap_or_default();
         match &pull {
@@ -180,21 +223,16 @@ impl Agent {
                     let file = crate::cgroups::oom_events_file(&cg);
                     crate::cgroups::watch_oom(cid.to_string(), file, self.oom_tx.clone())
                 });
-        let container = Arc::new(Container {
+        tracing::info!(cid, pid = started.pid, is_sandbox, "container created");
+        Ok(Container {
             id: cid.to_string(),
             bundle: bundle.to_path_buf(),
             init,
             execs: Mutex::new(HashMap::new()),
             is_sandbox,
             oom_watch,
-        });
-        let mut sb = self.sandbox.lock().await;
-        if is_sandbox {
-            sb.pause_pid = Some(started.pid);
-        }
-        sb.containers.insert(cid.to_string(), container);
-        tracing::info!(cid, pid = started.pid, is_sandbox, "container created");
-        Ok(Empty::new())
+            storages: Vec::new(),
+        })
     }
 
     pub(super) async fn start_container(&self, req: agent::StartContainerRequest) -> Result<Empty> {
@@ -336,6 +374,7 @@ impl Agent {
         if let Some(h) = &c.oom_watch {
             h.abort();
         }
+        self.release_storages(&c.storages);
         std::fs::remove_dir_all(&c.bundle).or_else(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Ok(())

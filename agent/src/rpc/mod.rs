@@ -4,6 +4,7 @@
 mod containers;
 mod sandbox;
 mod stdio;
+mod storages;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -97,6 +98,7 @@ pub struct Container {
     pub execs: Mutex<HashMap<String, Arc<Process>>>,
     pub is_sandbox: bool,
     pub oom_watch: Option<tokio::task::JoinHandle<()>>,
+    pub storages: Vec<storages::Prepared>,
 }
 
 /// The (single) sandbox this agent serves.
@@ -108,6 +110,7 @@ pub struct Sandbox {
     pub sandbox_pidns: bool,
     pub pause_pid: Option<i32>,
     pub containers: HashMap<String, Arc<Container>>,
+    pub storages: Vec<storages::Prepared>,
 }
 
 /// The agent: state plus the seams to the OS (runtime, images, network, host).

@@ -27,10 +27,8 @@ impl Agent {
             self.host.set_hostname(&req.hostname)?;
         }
         self.host.set_dns(&req.dns)?;
-        for s in &req.storages {
-            tracing::warn!(driver = %s.driver, mount_point = %s.mount_point, "sandbox storage not supported, ignored");
-        }
         std::fs::create_dir_all(self.config.state_dir.join("containers"))?;
+        sb.storages = self.prepare_storages(&req.storages)?;
         sb.created = true;
         sb.id = req.sandbox_id.clone();
         sb.hostname = req.hostname.clone();
@@ -43,11 +41,12 @@ impl Agent {
         &self,
         _req: agent::DestroySandboxRequest,
     ) -> Result<Empty> {
-        let containers: Vec<_> = {
+        let (containers, storages): (Vec<_>, _) = {
             let mut sb = self.sandbox.lock().await;
             let c = sb.containers.drain().map(|(_, c)| c).collect();
+            let s = std::mem::take(&mut sb.storages);
             *sb = Default::default();
-            c
+            (c, s)
         };
         // App containers first, the pause container last.
         let (pause, apps): (Vec<_>, Vec<_>) = containers.into_iter().partition(|c| c.is_sandbox);
@@ -58,6 +57,7 @@ impl Agent {
                 first_err.get_or_insert(e);
             }
         }
+        self.release_storages(&storages);
         if self.host.is_init() {
             let host = self.host.clone();
             // Let the reply reach the shim before the VM goes away.

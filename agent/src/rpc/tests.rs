@@ -181,10 +181,26 @@ impl Host for FakeHost {
     fn is_init(&self) -> bool {
         false
     }
+    fn mount_tmpfs(&self, target: &Path, options: &str) -> std::io::Result<()> {
+        std::fs::create_dir_all(target)?;
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("tmpfs {} {options}", target.display()));
+        Ok(())
+    }
+    fn unmount(&self, target: &Path) -> std::io::Result<()> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("umount {}", target.display()));
+        Ok(())
+    }
 }
 
 struct Fixture {
     agent: Agent,
+    host: Arc<FakeHost>,
     rt: Arc<FakeRuntime>,
     images: Arc<FakeImages>,
     _dir: tempfile::TempDir,
@@ -201,16 +217,18 @@ fn fixture() -> Fixture {
     };
     let rt = Arc::new(FakeRuntime::default());
     let images = Arc::new(FakeImages::default());
+    let host = Arc::new(FakeHost::default());
     let agent = Agent::new(
         config,
         Arc::new(Policy::confidential().unwrap()),
         rt.clone(),
         Some(images.clone()),
         Arc::new(FakeNet::default()),
-        Arc::new(FakeHost::default()),
+        host.clone(),
     );
     Fixture {
         agent,
+        host,
         rt,
         images,
         _dir: dir,
@@ -502,4 +520,65 @@ async fn set_policy_replaces_the_policy() {
     a.policy
         .check_request(&agent::ExecProcessRequest::new())
         .unwrap();
+}
+
+#[tokio::test]
+async fn local_and_ephemeral_storages() {
+    let f = fixture();
+    let a = &f.agent;
+    let state = a.config.state_dir.clone();
+    let mut shm = agent::Storage::new();
+    shm.driver = "ephemeral".into();
+    shm.mount_point = state.join("sandbox/shm").display().to_string();
+    shm.options = vec!["size=65536k".into(), "exec".into(), "mode=1777".into()];
+    let mut sb = agent::CreateSandboxRequest::new();
+    sb.storages.push(shm);
+    a.create_sandbox(sb).await.unwrap();
+
+    let mut req = create_req("app", "container", "img");
+    let mut local = agent::Storage::new();
+    local.driver = "local".into();
+    local.mount_point = state.join("app-local/cache").display().to_string();
+    local.options = vec!["mode=0750".into()];
+    req.storages.push(local.clone());
+    a.create_container(req).await.unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let md = std::fs::metadata(state.join("app-local/cache")).unwrap();
+    assert_eq!(md.permissions().mode() & 0o7777, 0o750);
+
+    // Outside the agent's directories: refused, nothing created.
+    let mut bad = create_req("app2", "container", "img");
+    local.mount_point = "/etc/evil".into();
+    bad.storages.push(local);
+    assert_eq!(
+        a.create_container(bad).await.unwrap_err().code(),
+        ttrpc::Code::INVALID_ARGUMENT
+    );
+    assert!(!Path::new("/etc/evil").exists());
+
+    let mut rm = agent::RemoveContainerRequest::new();
+    rm.container_id = "app".into();
+    a.remove_container(rm).await.unwrap();
+    assert!(!state.join("app-local/cache").exists());
+    a.destroy_sandbox(agent::DestroySandboxRequest::new())
+        .await
+        .unwrap();
+    let log: Vec<String> = f
+        .host
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("tmpfs") || l.starts_with("umount"))
+        .cloned()
+        .collect();
+    let shm_path = state.join("sandbox/shm").display().to_string();
+    assert_eq!(
+        log,
+        vec![
+            format!("tmpfs {shm_path} size=65536k,mode=1777"),
+            format!("umount {shm_path}")
+        ],
+        "host-chosen mount flags like `exec` are dropped"
+    );
 }
