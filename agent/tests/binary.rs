@@ -74,3 +74,45 @@ async fn binary_serves_address_from_environment() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+fn spawn_agent(dir: &std::path::Path, addr: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_coco-agent"))
+        .arg("--server-addr")
+        .arg(addr)
+        .arg("--runc-root")
+        .arg(dir.join("runc"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn binary_listens_on_vsock_and_refuses_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    // TCP would expose the agent on the network: refused.
+    let out = spawn_agent(dir.path(), "tcp://127.0.0.1:1024")
+        .wait_with_output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad server address"));
+
+    if !std::path::Path::new("/dev/vsock").exists() {
+        eprintln!("SKIPPED vsock part: no /dev/vsock on this host");
+        return;
+    }
+    let port = 20000 + std::process::id() % 10000;
+    let mut child = spawn_agent(dir.path(), &format!("vsock://-1:{port}"));
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "agent bound vsock and keeps serving"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+}
