@@ -98,6 +98,20 @@ impl Agent {
     }
 
     pub(super) async fn copy_file(&self, req: agent::CopyFileRequest) -> Result<Empty> {
+        // Whatever the policy says, the host never writes into container bundles and
+        // image rootfs (they hold what attestation vouched for) or runc's state.
+        let p = std::path::Path::new(&req.path);
+        let protected = [
+            self.config.state_dir.join("containers"),
+            self.config.runc_root.clone(),
+            self.config.pause_bundle.clone(),
+        ];
+        if protected.iter().any(|d| p.starts_with(d)) {
+            return Err(AgentError::InvalidArgument(format!(
+                "CopyFile into {} is not allowed",
+                req.path
+            )));
+        }
         crate::copyfile::copy_file(&self.config.copy_root, self.config.copy_max_size, &req)
             .map_err(|e| AgentError::InvalidArgument(e.to_string()))?;
         Ok(Empty::new())
