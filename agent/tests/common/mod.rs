@@ -336,6 +336,40 @@ impl TestAgent {
     }
 }
 
+impl Drop for TestAgent {
+    /// A test that failed midway must not leave containers running: force-delete
+    /// whatever runc still knows (the reaper collects runc; we poll for it to finish).
+    fn drop(&mut self) {
+        let root = self.dir.path().join("runc");
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let id = e.file_name().to_string_lossy().to_string();
+            if id.starts_with('.') {
+                continue;
+            }
+            let Ok(child) = Command::new("runc")
+                .arg("--root")
+                .arg(&root)
+                .args(["delete", "--force", &id])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+            else {
+                continue;
+            };
+            let proc_dir = PathBuf::from(format!("/proc/{}", child.id()));
+            for _ in 0..100 {
+                if !proc_dir.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+}
+
 pub fn ctx() -> ttrpc::context::Context {
     ttrpc::context::with_timeout(0)
 }
