@@ -159,7 +159,7 @@ impl Network for FakeNet {
 }
 
 #[derive(Debug, Default)]
-struct FakeHost(StdMutex<Vec<String>>);
+struct FakeHost(StdMutex<Vec<String>>, std::sync::atomic::AtomicBool);
 
 #[async_trait]
 impl Host for FakeHost {
@@ -179,7 +179,7 @@ impl Host for FakeHost {
         self.0.lock().unwrap().push("poweroff".into());
     }
     fn is_init(&self) -> bool {
-        false
+        self.1.load(std::sync::atomic::Ordering::Relaxed)
     }
     fn mount_tmpfs(&self, target: &Path, options: &str) -> std::io::Result<()> {
         std::fs::create_dir_all(target)?;
@@ -581,4 +581,33 @@ async fn local_and_ephemeral_storages() {
         ],
         "host-chosen mount flags like `exec` are dropped"
     );
+}
+
+#[tokio::test]
+async fn destroy_sandbox_powers_off_only_as_init() {
+    let f = fixture();
+    let a = &f.agent;
+    let powered_off = || f.host.0.lock().unwrap().iter().any(|l| l == "poweroff");
+    a.create_sandbox(agent::CreateSandboxRequest::new())
+        .await
+        .unwrap();
+    a.destroy_sandbox(agent::DestroySandboxRequest::new())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(!powered_off(), "not init: the machine stays up");
+    f.host.1.store(true, std::sync::atomic::Ordering::Relaxed);
+    a.create_sandbox(agent::CreateSandboxRequest::new())
+        .await
+        .unwrap();
+    a.create_container(create_req("pause", "sandbox", ""))
+        .await
+        .unwrap();
+    a.destroy_sandbox(agent::DestroySandboxRequest::new())
+        .await
+        .unwrap();
+    assert!(!powered_off(), "the reply goes out first");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(powered_off());
+    assert!(f.rt.calls().contains(&"delete pause".to_string()));
 }
