@@ -79,10 +79,16 @@ impl Agent {
             .cloned()
             .ok_or_else(|| AgentError::InvalidArgument("no OCI spec".into()))?;
         let bundle = self.bundle_dir(&cid);
-        if bundle.exists() {
-            return Err(AgentError::AlreadyExists(format!("bundle of {cid}")));
+        if let Some(parent) = bundle.parent() {
+            std::fs::create_dir_all(parent)?;
         }
-        std::fs::create_dir_all(&bundle)?;
+        // Atomic: of two concurrent creates of one id, exactly one gets the bundle.
+        std::fs::create_dir(&bundle).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                AgentError::AlreadyExists(format!("bundle of {cid}"))
+            }
+            _ => e.into(),
+        })?;
         let r = self
             .prepare_and_create(
                 &req,
