@@ -1,0 +1,214 @@
+//! `coco-agent`: the guest agent binary (also usable as the VM's `/init`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use coco_agent::config::{parse_policy, AgentConfig, FileConfig, PolicySource};
+use coco_agent::host::SystemHost;
+use coco_agent::init::{self, AttesterConfig};
+use coco_agent::initdata::Initdata;
+use coco_agent::netlink::RtNetlink;
+use coco_agent::policy::{Policy, ALLOW_ALL_POLICY, CONFIDENTIAL_POLICY};
+use coco_agent::reaper::Reaper;
+use coco_agent::rpc::Agent;
+use coco_agent::runtime::Runc;
+use coco_agent::storage;
+
+/// Guest agent for confidential VMs, driven by a Kata 3.x/4.x shim over ttrpc.
+///
+/// The listen address comes from (last wins) the default `vsock://-1:1024`, the kernel
+/// command line `agent.server_addr=`, the environment `KATA_AGENT_SERVER_ADDR` and
+/// `--server-addr`.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Listen address: `vsock://-1:PORT` or `unix://PATH`.
+    #[arg(long)]
+    server_addr: Option<String>,
+    /// Initial policy: `confidential` (default), `allow-all` (development only) or a Rego
+    /// file. A `policy.rego` in the initdata takes precedence.
+    #[arg(long)]
+    policy: Option<String>,
+    /// Configuration file in the guest image (a missing file is fine).
+    #[arg(long, default_value = "/etc/coco-agent/config.toml")]
+    config: PathBuf,
+    /// Initdata block device (or file) to read the pod's initdata from, or `auto` to
+    /// look for the initdata magic on /dev/vd* and /dev/sd*.
+    #[arg(long)]
+    initdata: Option<String>,
+    /// Directory for container bundles.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Root below which CopyFile may write.
+    #[arg(long)]
+    copy_root: Option<PathBuf>,
+    /// Sandbox (pause) bundle shipped in the guest image.
+    #[arg(long)]
+    pause_bundle: Option<PathBuf>,
+    /// The runc binary.
+    #[arg(long)]
+    runc: Option<PathBuf>,
+    /// runc's state directory.
+    #[arg(long)]
+    runc_root: Option<PathBuf>,
+    /// Act as the VM's init even if not PID 1 (mounts, modules, power off on destroy).
+    #[arg(long)]
+    init: bool,
+    /// Kernel modules to load at boot, one per line [default: /etc/modules].
+    #[arg(long)]
+    modules_file: Option<PathBuf>,
+    /// Attestation agent binary to start before serving.
+    #[arg(long)]
+    attester_bin: Option<PathBuf>,
+    /// Unix socket the attestation agent serves on (waited for before serving)
+    /// [default: /run/confidential-containers/attestation-agent/attestation-agent.sock].
+    #[arg(long)]
+    attester_socket: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let init_mode = cli.init || std::process::id() == 1;
+    if init_mode {
+        init::mount_basics().context("mounting basic filesystems")?;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(run(cli, init_mode))
+}
+
+async fn run(cli: Cli, init_mode: bool) -> anyhow::Result<()> {
+    let _reaper = Reaper::global();
+    let mut config = AgentConfig {
+        init_mode,
+        ..Default::default()
+    };
+    let file = match std::fs::read_to_string(&cli.config) {
+        Ok(text) => FileConfig::parse(&text)
+            .with_context(|| format!("config file {}", cli.config.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileConfig::default(),
+        Err(e) => return Err(e).with_context(|| format!("config file {}", cli.config.display())),
+    };
+    file.apply(&mut config);
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    config.apply_cmdline(&cmdline);
+    config.apply_env(|k| std::env::var(k).ok());
+    if let Some(a) = cli.server_addr {
+        config.server_addr = a;
+    }
+    if let Some(p) = cli.policy.as_deref() {
+        config.policy = parse_policy(p);
+    }
+    for (dst, src) in [
+        (&mut config.state_dir, cli.state_dir),
+        (&mut config.copy_root, cli.copy_root),
+        (&mut config.pause_bundle, cli.pause_bundle),
+        (&mut config.runc, cli.runc),
+        (&mut config.runc_root, cli.runc_root),
+    ] {
+        if let Some(v) = src {
+            *dst = v;
+        }
+    }
+    let modules_file = cli
+        .modules_file
+        .or(file.modules_file.clone())
+        .unwrap_or_else(|| "/etc/modules".into());
+    if init_mode {
+        if let Ok(list) = std::fs::read_to_string(&modules_file) {
+            for (m, params) in init::modules_from_list(&list) {
+                if let Err(e) = init::modprobe(&m, &params).await {
+                    tracing::warn!("{e}");
+                }
+            }
+        }
+        if let Ok(seed) = read_prefix(std::path::Path::new("/dev/hwrng"), 64) {
+            let _ = init::seed_entropy(&seed);
+        }
+        // Image layers and container rootfs: dm-crypt over the scratch disk, or tmpfs.
+        let mode = storage::mode_from_cmdline(&cmdline);
+        storage::setup(&storage::SystemBlockOps, &mode, &config.state_dir)
+            .await
+            .context("setting up ephemeral storage")?;
+    }
+    let initdata = match cli.initdata.or(file.initdata.clone()).as_deref() {
+        Some("auto") => coco_agent::initdata::find_device(std::path::Path::new("/dev")),
+        Some(p) => Some(PathBuf::from(p)),
+        None => None,
+    };
+    if let Some(dev) = &initdata {
+        let bytes = read_prefix(dev, (coco_agent::initdata::MAX_SIZE + 16) as usize)
+            .with_context(|| format!("reading initdata {}", dev.display()))?;
+        let data = Initdata::from_disk(&bytes).context("parsing initdata")?;
+        if let Some(p) = data.policy() {
+            tracing::info!("policy from initdata");
+            config.policy = PolicySource::Text(p.to_string());
+        }
+    }
+    let policy = match &config.policy {
+        PolicySource::Confidential => Policy::new(CONFIDENTIAL_POLICY)?,
+        PolicySource::AllowAll => {
+            tracing::warn!("ALLOW-ALL development policy: the host may exec and read everything");
+            Policy::new(ALLOW_ALL_POLICY)?
+        }
+        PolicySource::File(f) => Policy::new(
+            &std::fs::read_to_string(f).with_context(|| format!("policy {}", f.display()))?,
+        )?,
+        PolicySource::Text(t) => Policy::new(t)?,
+    };
+    if let Some(bin) = cli.attester_bin.or(file.attester_bin.clone()) {
+        let cfg = AttesterConfig {
+            binary: bin,
+            socket: cli
+                .attester_socket
+                .or(file.attester_socket.clone())
+                .unwrap_or_else(|| {
+                    "/run/confidential-containers/attestation-agent/attestation-agent.sock".into()
+                }),
+            args: file.attester_args.clone(),
+        };
+        init::start_attester(&cfg, std::time::Duration::from_secs(30))
+            .await
+            .context("starting the attestation agent")?;
+    }
+    std::fs::create_dir_all(&config.runc_root)?;
+    let runtime = Arc::new(Runc::new(config.runc.clone(), config.runc_root.clone()));
+    let addr = config.server_addr.clone();
+    // Image pulling is wired in by the image-management library (see README).
+    let agent = Arc::new(Agent::new(
+        config,
+        Arc::new(policy),
+        runtime,
+        None,
+        Arc::new(RtNetlink),
+        Arc::new(SystemHost::new(init_mode)),
+    ));
+    let mut server = coco_agent::server::start(agent, &addr).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    server.shutdown().await?;
+    Ok(())
+}
+
+fn read_prefix(path: &std::path::Path, max: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)?
+        .take(max as u64)
+        .read_to_end(&mut buf)?;
+    Ok(buf)
+}
