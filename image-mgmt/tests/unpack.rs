@@ -22,23 +22,41 @@ fn sandbox() -> Sandbox {
     std::fs::create_dir(&root).unwrap();
     std::fs::create_dir(&outside).unwrap();
     std::fs::write(outside.join("secret"), b"keep me").unwrap();
-    Sandbox { _dir: dir, root, outside }
+    Sandbox {
+        _dir: dir,
+        root,
+        outside,
+    }
 }
 
 fn opts() -> UnpackOptions {
-    UnpackOptions { max_layer_bytes: 1 << 20, ..Default::default() }
+    UnpackOptions {
+        max_layer_bytes: 1 << 20,
+        ..Default::default()
+    }
 }
 
 fn apply(root: &Path, entries: &[RawEntry]) -> Result<(), Error> {
-    Unpacker::new(root, opts())?.apply_layer(&raw_tar(entries)[..]).map(|_| ())
+    Unpacker::new(root, opts())?
+        .apply_layer(&raw_tar(entries)[..])
+        .map(|_| ())
 }
 
 fn assert_outside_untouched(s: &Sandbox) {
-    let names: Vec<_> = std::fs::read_dir(&s.outside).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(names, vec![std::ffi::OsString::from("secret")], "something was written outside");
+    let names: Vec<_> = std::fs::read_dir(&s.outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        vec![std::ffi::OsString::from("secret")],
+        "something was written outside"
+    );
     assert_eq!(std::fs::read(s.outside.join("secret")).unwrap(), b"keep me");
     // Nothing next to the rootfs either.
-    let parent: Vec<_> = std::fs::read_dir(s.root.parent().unwrap()).unwrap().collect();
+    let parent: Vec<_> = std::fs::read_dir(s.root.parent().unwrap())
+        .unwrap()
+        .collect();
     assert_eq!(parent.len(), 2);
 }
 
@@ -52,8 +70,14 @@ fn expect_unsafe(res: Result<(), Error>, what: &str) {
 #[test]
 fn dotdot_traversal_is_refused() {
     let s = sandbox();
-    expect_unsafe(apply(&s.root, &[RawEntry::file("../outside/pwned", b"x")]), "dotdot");
-    expect_unsafe(apply(&s.root, &[RawEntry::file("a/../../outside/pwned", b"x")]), "nested dotdot");
+    expect_unsafe(
+        apply(&s.root, &[RawEntry::file("../outside/pwned", b"x")]),
+        "dotdot",
+    );
+    expect_unsafe(
+        apply(&s.root, &[RawEntry::file("a/../../outside/pwned", b"x")]),
+        "nested dotdot",
+    );
     assert_outside_untouched(&s);
 }
 
@@ -74,7 +98,10 @@ fn pax_path_override_is_checked() {
     expect_unsafe(apply(&s.root, &[e]), "pax path");
     let mut e = RawEntry::hardlink("h", "harmless");
     e.pax.push(("linkpath".into(), b"/etc/shadow".to_vec()));
-    expect_unsafe(apply(&s.root, &[RawEntry::file("harmless", b"1"), e]), "pax linkpath");
+    expect_unsafe(
+        apply(&s.root, &[RawEntry::file("harmless", b"1"), e]),
+        "pax linkpath",
+    );
     assert_outside_untouched(&s);
 }
 
@@ -89,7 +116,10 @@ fn pax_size_desync_cannot_smuggle_entries() {
     let res = apply(&s.root, &[e, RawEntry::file("after", b"y")]);
     // Either the stream is rejected or the nested path is refused; in no
     // case is anything written outside.
-    assert!(res.is_err(), "desynchronised PAX size must not be accepted silently");
+    assert!(
+        res.is_err(),
+        "desynchronised PAX size must not be accepted silently"
+    );
     assert_outside_untouched(&s);
 }
 
@@ -97,13 +127,25 @@ fn pax_size_desync_cannot_smuggle_entries() {
 fn hardlink_escapes_are_refused() {
     let s = sandbox();
     let target = format!("{}/secret", s.outside.display());
-    expect_unsafe(apply(&s.root, &[RawEntry::hardlink("h", &target)]), "absolute hardlink");
-    expect_unsafe(apply(&s.root, &[RawEntry::hardlink("h", "../outside/secret")]), "dotdot hardlink");
+    expect_unsafe(
+        apply(&s.root, &[RawEntry::hardlink("h", &target)]),
+        "absolute hardlink",
+    );
+    expect_unsafe(
+        apply(&s.root, &[RawEntry::hardlink("h", "../outside/secret")]),
+        "dotdot hardlink",
+    );
     // Through a symlinked directory: resolved inside the rootfs, where the
     // target does not exist.
     let link_dir = s.outside.display().to_string();
     expect_unsafe(
-        apply(&s.root, &[RawEntry::symlink("out", &link_dir), RawEntry::hardlink("h", "out/secret")]),
+        apply(
+            &s.root,
+            &[
+                RawEntry::symlink("out", &link_dir),
+                RawEntry::hardlink("h", "out/secret"),
+            ],
+        ),
         "hardlink via symlink",
     );
     assert_outside_untouched(&s);
@@ -115,7 +157,10 @@ fn symlink_parent_escapes_stay_inside_or_fail() {
     // Absolute symlink to the real outside dir, then a file below it.
     let res = apply(
         &s.root,
-        &[RawEntry::symlink("esc", &s.outside.display().to_string()), RawEntry::file("esc/pwned", b"x")],
+        &[
+            RawEntry::symlink("esc", &s.outside.display().to_string()),
+            RawEntry::file("esc/pwned", b"x"),
+        ],
     );
     expect_unsafe(res, "absolute symlink parent");
     // Relative symlink climbing above the root, then a file below it: the
@@ -123,10 +168,16 @@ fn symlink_parent_escapes_stay_inside_or_fail() {
     let s2 = sandbox();
     apply(
         &s2.root,
-        &[RawEntry::symlink("up", "../../../../../.."), RawEntry::file("up/inside-after-all", b"x")],
+        &[
+            RawEntry::symlink("up", "../../../../../.."),
+            RawEntry::file("up/inside-after-all", b"x"),
+        ],
     )
     .unwrap();
-    assert_eq!(std::fs::read(s2.root.join("inside-after-all")).unwrap(), b"x");
+    assert_eq!(
+        std::fs::read(s2.root.join("inside-after-all")).unwrap(),
+        b"x"
+    );
     assert_outside_untouched(&s);
     assert_outside_untouched(&s2);
 }
@@ -135,16 +186,26 @@ fn symlink_parent_escapes_stay_inside_or_fail() {
 fn symlink_then_file_replaces_the_link_not_its_target() {
     let s = sandbox();
     let target = format!("{}/secret", s.outside.display());
-    apply(&s.root, &[RawEntry::symlink("f", &target), RawEntry::file("f", b"new")]).unwrap();
+    apply(
+        &s.root,
+        &[RawEntry::symlink("f", &target), RawEntry::file("f", b"new")],
+    )
+    .unwrap();
     assert_eq!(std::fs::read(s.root.join("f")).unwrap(), b"new");
-    assert!(!std::fs::symlink_metadata(s.root.join("f")).unwrap().file_type().is_symlink());
+    assert!(!std::fs::symlink_metadata(s.root.join("f"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_outside_untouched(&s);
 }
 
 #[test]
 fn device_nodes_need_permission() {
     let s = sandbox();
-    expect_unsafe(apply(&s.root, &[RawEntry::chardev("dev/evil")]), "char device");
+    expect_unsafe(
+        apply(&s.root, &[RawEntry::chardev("dev/evil")]),
+        "char device",
+    );
     assert!(!s.root.join("dev/evil").exists());
 }
 
@@ -201,7 +262,11 @@ fn whiteouts_and_opaque_dirs_follow_the_oci_spec() {
 #[test]
 fn whiteout_through_symlink_cannot_delete_outside() {
     let s = sandbox();
-    apply(&s.root, &[RawEntry::symlink("l", &s.outside.display().to_string())]).unwrap();
+    apply(
+        &s.root,
+        &[RawEntry::symlink("l", &s.outside.display().to_string())],
+    )
+    .unwrap();
     // `l` resolves inside the rootfs (where the target does not exist): the
     // whiteout finds nothing to delete.
     apply(&s.root, &[RawEntry::file("l/.wh.secret", b"")]).unwrap();
@@ -220,7 +285,8 @@ fn ownership_modes_and_xattrs_are_applied() {
     f.mode = 0o4755;
     f.pax.push(("uid".into(), b"1234".to_vec()));
     f.pax.push(("gid".into(), b"5678".to_vec()));
-    f.pax.push(("SCHILY.xattr.user.test".into(), b"hello".to_vec()));
+    f.pax
+        .push(("SCHILY.xattr.user.test".into(), b"hello".to_vec()));
     apply(&s.root, &[f]).unwrap();
     use std::os::unix::fs::MetadataExt;
     let md = std::fs::metadata(s.root.join("bin/tool")).unwrap();

@@ -23,7 +23,11 @@ pub struct TestRegistry {
 impl TestRegistry {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr = format!("127.0.0.1:{port}");
         let storage = dir.path().join("storage");
         let cfg = dir.path().join("config.yml");
@@ -77,7 +81,9 @@ impl Drop for TestRegistry {
 }
 
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -103,19 +109,54 @@ pub struct RawEntry {
 
 impl RawEntry {
     pub fn file(name: &str, data: &[u8]) -> Self {
-        Self { name: name.into(), kind: b'0', data: data.to_vec(), link: vec![], mode: 0o644, pax: vec![] }
+        Self {
+            name: name.into(),
+            kind: b'0',
+            data: data.to_vec(),
+            link: vec![],
+            mode: 0o644,
+            pax: vec![],
+        }
     }
     pub fn dir(name: &str) -> Self {
-        Self { name: name.into(), kind: b'5', data: vec![], link: vec![], mode: 0o755, pax: vec![] }
+        Self {
+            name: name.into(),
+            kind: b'5',
+            data: vec![],
+            link: vec![],
+            mode: 0o755,
+            pax: vec![],
+        }
     }
     pub fn symlink(name: &str, target: &str) -> Self {
-        Self { name: name.into(), kind: b'2', data: vec![], link: target.into(), mode: 0o777, pax: vec![] }
+        Self {
+            name: name.into(),
+            kind: b'2',
+            data: vec![],
+            link: target.into(),
+            mode: 0o777,
+            pax: vec![],
+        }
     }
     pub fn hardlink(name: &str, target: &str) -> Self {
-        Self { name: name.into(), kind: b'1', data: vec![], link: target.into(), mode: 0o644, pax: vec![] }
+        Self {
+            name: name.into(),
+            kind: b'1',
+            data: vec![],
+            link: target.into(),
+            mode: 0o644,
+            pax: vec![],
+        }
     }
     pub fn chardev(name: &str) -> Self {
-        Self { name: name.into(), kind: b'3', data: vec![], link: vec![], mode: 0o666, pax: vec![] }
+        Self {
+            name: name.into(),
+            kind: b'3',
+            data: vec![],
+            link: vec![],
+            mode: 0o666,
+            pax: vec![],
+        }
     }
 }
 
@@ -178,7 +219,13 @@ pub fn raw_tar(entries: &[RawEntry]) -> Vec<u8> {
             out.extend_from_slice(&body);
             pad(&mut out);
         }
-        out.extend_from_slice(&header(&e.name, e.kind, e.data.len() as u64, &e.link, e.mode));
+        out.extend_from_slice(&header(
+            &e.name,
+            e.kind,
+            e.data.len() as u64,
+            &e.link,
+            e.mode,
+        ));
         out.extend_from_slice(&e.data);
         pad(&mut out);
     }
@@ -235,7 +282,9 @@ pub async fn push_image_with(
         ..Default::default()
     });
     let r: oci_client::Reference = format!("{addr}/{repo_tag}").parse().unwrap();
-    client.store_auth_if_needed(r.resolve_registry(), &RegistryAuth::Anonymous).await;
+    client
+        .store_auth_if_needed(r.resolve_registry(), &RegistryAuth::Anonymous)
+        .await;
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "config": {"Env": ["PATH=/bin"]},
@@ -248,7 +297,9 @@ pub async fn push_image_with(
     for l in layers {
         let d = format!("sha256:{}", sha256_hex(&l.blob));
         client.push_blob(&r, l.blob.clone(), &d).await.unwrap();
-        descs.push(serde_json::json!({"mediaType": l.media_type, "digest": d, "size": l.blob.len()}));
+        descs.push(
+            serde_json::json!({"mediaType": l.media_type, "digest": d, "size": l.blob.len()}),
+        );
     }
     let manifest = edit(serde_json::json!({
         "schemaVersion": 2,
@@ -257,7 +308,8 @@ pub async fn push_image_with(
         "layers": descs,
     }));
     let raw = serde_json::to_vec(&manifest).unwrap();
-    let ct = reqwest::header::HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json");
+    let ct =
+        reqwest::header::HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json");
     client.push_manifest_raw(&r, raw.clone(), ct).await.unwrap();
     format!("sha256:{}", sha256_hex(&raw))
 }
@@ -269,4 +321,91 @@ pub fn pull_options(addr: &str, store: &Path) -> image_mgmt::PullOptions {
     o.registry.retries = 1;
     o.store_dir = store.to_owned();
     o
+}
+
+/// Builds a 3-layer image with umoci in `work/layout:v1` (files, modes,
+/// owners, symlinks, hardlinks, setuid, then deletions and replacements that
+/// umoci turns into whiteouts). Returns the layout path.
+pub fn umoci_image(work: &Path) -> PathBuf {
+    let layout = work.join("layout");
+    let image = format!("{}:v1", layout.display());
+    run(Command::new("umoci")
+        .args(["init", "--layout"])
+        .arg(&layout));
+    run(Command::new("umoci").args(["new", "--image"]).arg(&image));
+    let scripts = [
+        r#"
+        set -e
+        mkdir -p etc usr/bin data/sub/deeper var/empty opt
+        echo hello > etc/hello
+        echo gone > etc/removed
+        printf 'x%.0s' $(seq 1 5000) > data/sub/deeper/big
+        echo tool > usr/bin/tool && chmod 4755 usr/bin/tool
+        echo secret > etc/shadowish && chmod 0600 etc/shadowish && chown 1000:2000 etc/shadowish
+        ln -s ../etc/hello usr/bin/hello-link
+        ln -s /etc/hello abs-link
+        ln usr/bin/tool usr/bin/tool-hardlink
+        mkfifo opt/fifo
+        chmod 0700 var/empty
+        touch -d '2001-02-03 04:05:06' etc/hello
+        "#,
+        r#"
+        set -e
+        rm etc/removed
+        rm -rf data/sub
+        echo replaced > etc/hello
+        echo added > etc/added
+        rm abs-link && mkdir abs-link && echo in-dir > abs-link/file
+        "#,
+        r#"
+        set -e
+        mkdir -p data/sub
+        echo back > data/sub/again
+        chown -R 7:8 data
+        "#,
+    ];
+    for (i, script) in scripts.iter().enumerate() {
+        // umoci diffs against the bundle's base: unpack afresh per layer.
+        let bundle = work.join(format!("bundle{i}"));
+        run(Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(&image)
+            .arg(&bundle));
+        run(Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(bundle.join("rootfs")));
+        run(Command::new("umoci")
+            .args(["repack", "--image"])
+            .arg(&image)
+            .arg(&bundle));
+    }
+    layout
+}
+
+/// `skopeo copy` from an OCI layout to the test registry, with extra args.
+pub fn skopeo_push(layout_ref: &str, addr: &str, repo_tag: &str, extra: &[&str]) {
+    let mut c = Command::new("skopeo");
+    c.args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .args(extra);
+    c.arg(format!("oci:{layout_ref}"));
+    c.arg(format!("docker://{addr}/{repo_tag}"));
+    run(&mut c);
+}
+
+/// Whether the external tools the registry tests need are installed.
+pub fn tools_present(tools: &[&str]) -> bool {
+    for t in tools {
+        if Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {t}"))
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            eprintln!("skipped: {t} is not installed");
+            return false;
+        }
+    }
+    true
 }

@@ -22,8 +22,16 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Node> {
     out
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Node>, inodes: &mut BTreeMap<u64, String>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+fn walk(
+    root: &Path,
+    dir: &Path,
+    out: &mut BTreeMap<String, Node>,
+    inodes: &mut BTreeMap<u64, String>,
+) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let p = e.path();
@@ -31,7 +39,14 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Node>, inodes: &mut 
         let md = std::fs::symlink_metadata(&p).unwrap();
         let ft = md.file_type();
         let (kind, content, mtime) = if ft.is_symlink() {
-            ("symlink", std::fs::read_link(&p).unwrap().to_string_lossy().into_owned(), None)
+            (
+                "symlink",
+                std::fs::read_link(&p)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+                None,
+            )
         } else if ft.is_dir() {
             ("dir", String::new(), None)
         } else if ft.is_file() {
@@ -48,7 +63,14 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Node>, inodes: &mut 
         };
         out.insert(
             rel.clone(),
-            Node { kind, mode: md.mode() & 0o7777, uid: md.uid(), gid: md.gid(), content, mtime },
+            Node {
+                kind,
+                mode: md.mode() & 0o7777,
+                uid: md.uid(),
+                gid: md.gid(),
+                content,
+                mtime,
+            },
         );
         if ft.is_dir() {
             walk(root, &p, out, inodes);
