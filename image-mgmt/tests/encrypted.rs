@@ -1,5 +1,7 @@
 //! Encrypted images: JWE images made by skopeo, `attestation-agent`
 //! keyprovider images made by coco-encrypt, and tampering with either.
+// Test helpers outside #[test] fns panic on setup failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Signature policy against a real registry, with cosign-format signatures
 //! produced by openssl (ECDSA P-256 over the simple-signing payload).
+// Test helpers outside #[test] fns panic on setup failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! End-to-end pulls from a real `docker-registry` on loopback.
+// Test helpers outside #[test] fns panic on setup failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Layer application against hostile and tricky tar streams: everything is
 //! refused with a clear error and nothing lands outside the rootfs.
+// Test helpers outside #[test] fns panic on setup failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Test fixtures: a real `docker-registry` on loopback, raw tar building for
 //! hostile layers, OCI layouts and a file-tree comparison.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod tree;
 

@@ -1,4 +1,5 @@
 //! Compares two directory trees: types, modes, owners, contents, link
+#![allow(clippy::unwrap_used)]
 //! targets, hardlink groups and file mtimes.
 
 use std::collections::BTreeMap;
