@@ -42,6 +42,8 @@ fn layer_tar(i: usize, total_mib: usize, seed: &mut u64) -> Vec<u8> {
         let mut h = tar::Header::new_gnu();
         h.set_size(len as u64);
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_mtime(1_700_000_000);
         h.set_entry_type(tar::EntryType::Regular);
         b.append_data(&mut h, format!("layer{i}/file{f:04}"), &data[..]).unwrap();
@@ -87,6 +89,8 @@ fn make_layout(dir: &Path, total_mib: usize) {
 fn timed(cmd: &str) -> (f64, u64) {
     let out = Command::new("/usr/bin/time")
         .args(["-f", "BENCH %e %M", "sh", "-c", cmd])
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
         .output()
         .expect("GNU time (Debian package `time`) is needed");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -138,6 +142,7 @@ fn main() {
         run(Command::new("sh").arg("-c").arg(format!("cat $(find {} -type f) > /dev/null", reg.storage.display())));
 
         let old = w.join(format!("old-{size}"));
+        std::fs::create_dir_all(&old).unwrap();
         let (t_old, rss_old) = timed(&format!(
             "skopeo copy --quiet --src-tls-verify=false --decryption-key {key} docker://{image} oci:{old}/layout:v1 && umoci unpack --image {old}/layout:v1 {old}/bundle",
             key = key.display(),

@@ -198,15 +198,10 @@ impl Unpacker {
         }
         let io_ctx = |what: &str| format!("{what} {}", shown());
         let mode = Mode::from_raw_mode(entry.header().mode().unwrap_or(0o644) & 0o7777);
+        let h = entry.header();
         let (uid, gid) = (
-            entry
-                .header()
-                .uid()
-                .map_err(|e| Error::Tar(e.to_string()))?,
-            entry
-                .header()
-                .gid()
-                .map_err(|e| Error::Tar(e.to_string()))?,
+            numeric_or_zero(h.uid(), &h.as_old().uid)?,
+            numeric_or_zero(h.gid(), &h.as_old().gid)?,
         );
         let mtime = entry.header().mtime().unwrap_or(0);
         let xattrs = collect_xattrs(entry)?;
@@ -437,6 +432,16 @@ fn ids(uid: u64, gid: u64, shown: &dyn Fn() -> String) -> Result<(Uid, Gid)> {
         .filter(|&g| g != u32::MAX)
         .ok_or_else(bad)?;
     Ok((Uid::from_raw(uid), Gid::from_raw(gid)))
+}
+
+/// A numeric header field; an all-empty field means 0 (as GNU tar reads it),
+/// anything else unparsable is an error.
+fn numeric_or_zero(v: io::Result<u64>, raw: &[u8]) -> Result<u64> {
+    match v {
+        Ok(v) => Ok(v),
+        Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+        Err(e) => Err(Error::Tar(e.to_string())),
+    }
 }
 
 fn join(parts: &[&[u8]]) -> Vec<u8> {
