@@ -46,7 +46,8 @@ fn layer_tar(i: usize, total_mib: usize, seed: &mut u64) -> Vec<u8> {
         h.set_gid(0);
         h.set_mtime(1_700_000_000);
         h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, format!("layer{i}/file{f:04}"), &data[..]).unwrap();
+        b.append_data(&mut h, format!("layer{i}/file{f:04}"), &data[..])
+            .unwrap();
     }
     b.into_inner().unwrap()
 }
@@ -67,11 +68,14 @@ fn make_layout(dir: &Path, total_mib: usize) {
         let blob = gz.finish().unwrap();
         let d = sha256_hex(&blob);
         std::fs::write(blobs.join(&d), &blob).unwrap();
-        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-            "digest": format!("sha256:{d}"), "size": blob.len()}));
+        descs.push(
+            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": format!("sha256:{d}"), "size": blob.len()}),
+        );
     }
     let config = serde_json::to_vec(&serde_json::json!({"architecture": "amd64", "os": "linux",
-        "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids}})).unwrap();
+        "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}))
+    .unwrap();
     let cd = sha256_hex(&config);
     std::fs::write(blobs.join(&cd), &config).unwrap();
     let manifest = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
@@ -95,14 +99,26 @@ fn timed(cmd: &str) -> (f64, u64) {
         .expect("GNU time (Debian package `time`) is needed");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{cmd} failed:\n{err}");
-    let line = err.lines().rev().find(|l| l.starts_with("BENCH ")).expect("time output");
+    let line = err
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("BENCH "))
+        .expect("time output");
     let mut it = line.split_whitespace().skip(1);
-    (it.next().unwrap().parse().unwrap(), it.next().unwrap().parse().unwrap())
+    (
+        it.next().unwrap().parse().unwrap(),
+        it.next().unwrap().parse().unwrap(),
+    )
 }
 
 fn du_mib(p: &Path) -> f64 {
     let out = run(Command::new("du").args(["-sk"]).arg(p));
-    out.split_whitespace().next().unwrap().parse::<f64>().unwrap() / 1024.0
+    out.split_whitespace()
+        .next()
+        .unwrap()
+        .parse::<f64>()
+        .unwrap()
+        / 1024.0
 }
 
 fn main() {
@@ -112,7 +128,11 @@ fn main() {
     let sizes: Vec<usize> = std::env::var("BENCH_SIZES_MIB")
         .unwrap_or_else(|_| "256".into())
         .split(',')
-        .map(|s| s.trim().parse().expect("BENCH_SIZES_MIB: comma-separated MiB"))
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("BENCH_SIZES_MIB: comma-separated MiB")
+        })
         .collect();
     let base = std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into());
     let work = tempfile::tempdir_in(base).unwrap();
@@ -120,9 +140,20 @@ fn main() {
     let key = w.join("key.pem");
     let pubkey = w.join("pub.pem");
     run(Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
         .arg(&key));
-    run(Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&key).arg("-out").arg(&pubkey));
+    run(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&pubkey));
     let reg = TestRegistry::start();
     let puller = env!("CARGO_BIN_EXE_image-pull");
 
@@ -133,13 +164,21 @@ fn main() {
         make_layout(&layout, size);
         let image = format!("{}/bench/img{size}:v1", reg.addr);
         run(Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false", "--encryption-key"])
+            .args([
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+                "--encryption-key",
+            ])
             .arg(format!("jwe:{}", pubkey.display()))
             .arg(format!("oci:{}:v1", layout.display()))
             .arg(format!("docker://{image}")));
         std::fs::remove_dir_all(&layout).unwrap();
         // Warm the registry's files in the page cache for both contenders.
-        run(Command::new("sh").arg("-c").arg(format!("cat $(find {} -type f) > /dev/null", reg.storage.display())));
+        run(Command::new("sh").arg("-c").arg(format!(
+            "cat $(find {} -type f) > /dev/null",
+            reg.storage.display()
+        )));
 
         let old = w.join(format!("old-{size}"));
         std::fs::create_dir_all(&old).unwrap();

@@ -383,21 +383,43 @@ async fn coco_encrypt_jwe_image_decrypts_with_skopeo_and_with_us() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_pull_cli_fetches_keys_by_kbs_uri() {
     let Some(f) = fixture() else { return };
-    let (priv_key, pub_key) = keypair(f.work.path(), "rsa", &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]);
+    let (priv_key, pub_key) = keypair(
+        f.work.path(),
+        "rsa",
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+    );
     let enc = format!("jwe:{}", pub_key.display());
-    common::skopeo_push(&format!("{}:v1", f.layout.display()), &f.reg.addr, "cli/jwe:v1", &["--encryption-key", &enc]);
+    common::skopeo_push(
+        &format!("{}:v1", f.layout.display()),
+        &f.reg.addr,
+        "cli/jwe:v1",
+        &["--encryption-key", &enc],
+    );
     // KBS-style resource tree: the private key and a KEK.
     let resources = f.work.path().join("resources");
     std::fs::create_dir_all(resources.join("default/keys")).unwrap();
     std::fs::copy(&priv_key, resources.join("default/keys/image-priv")).unwrap();
     std::fs::create_dir_all(resources.join("default/image-kek")).unwrap();
     run(Command::new(env!("CARGO_BIN_EXE_coco-encrypt"))
-        .args(["encrypt", "--tag", "v1", "--out-tag", "v1-aa", "--kid", "kbs:///default/image-kek/cli"])
+        .args([
+            "encrypt",
+            "--tag",
+            "v1",
+            "--out-tag",
+            "v1-aa",
+            "--kid",
+            "kbs:///default/image-kek/cli",
+        ])
         .arg("--layout")
         .arg(&f.layout)
         .arg("--kek-out")
         .arg(resources.join("default/image-kek/cli")));
-    common::skopeo_push(&format!("{}:v1-aa", f.layout.display()), &f.reg.addr, "cli/aa:v1", &[]);
+    common::skopeo_push(
+        &format!("{}:v1-aa", f.layout.display()),
+        &f.reg.addr,
+        "cli/aa:v1",
+        &[],
+    );
 
     let pull = |image: &str, rootfs: &Path, key: Option<&str>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_image-pull"));
