@@ -109,6 +109,9 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Message of the error [`LimitedReader`] returns.
+pub const LIMIT_MSG: &str = "layer exceeds the configured size limit";
+
 /// A reader that fails once more than `limit` bytes come through it, so a
 /// decompression bomb cannot fill the disk.
 #[derive(Debug)]
@@ -130,10 +133,7 @@ impl<R: Read> Read for LimitedReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n as u64 > self.remaining {
-            return Err(io::Error::new(
-                io::ErrorKind::FileTooLarge,
-                "layer exceeds the configured size limit",
-            ));
+            return Err(io::Error::new(io::ErrorKind::FileTooLarge, LIMIT_MSG));
         }
         self.remaining -= n as u64;
         Ok(n)

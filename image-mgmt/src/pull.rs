@@ -13,7 +13,7 @@ use oci_client::Reference;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use crate::digest::{HashingReader, LimitedReader, Sha256Digest};
+use crate::digest::{HashingReader, LimitedReader, Sha256Digest, LIMIT_MSG};
 use crate::error::{Error, IoContext, Result};
 use crate::ocicrypt::cipher::{DecryptReader, HmacVerifier};
 use crate::ocicrypt::{DecryptConfig, KeyUnwrapper, LayerCrypto, ENCRYPTED_SUFFIX};
@@ -403,7 +403,13 @@ fn reverify(path: &Path, plan: &LayerPlan) -> Result<()> {
 }
 
 /// Decrypts, decompresses and unpacks one stored layer, checking its
-/// diff_id (and the plaintext digest the encrypter recorded).
+/// diff_id. Two threads share the work: one reads, decrypts, decompresses
+/// and hashes; the other parses the tar stream and writes files. They are
+/// joined by a bounded channel, so memory stays at a few chunks.
+///
+/// The digest the encrypter recorded for the decrypted blob is not re-checked:
+/// the HMAC already authenticated the ciphertext and the diff_id pins the
+/// content.
 fn apply_layer(
     store: &BlobStore,
     plan: &LayerPlan,
@@ -420,48 +426,127 @@ fn apply_layer(
             return Err(e);
         }
     }
-    let f = File::open(&path).ctx(|| format!("opening {}", path.display()))?;
+    let limit = unpacker_limit(unpacker);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH);
+    let (produced, applied) = std::thread::scope(|scope| {
+        let path = &path;
+        let producer = scope.spawn(move || produce(path, plan, zstd_window_log_max, limit, tx));
+        let applied = unpacker
+            .apply_layer(ChannelReader {
+                rx,
+                cur: Vec::new(),
+                pos: 0,
+            })
+            .map_err(|e| annotate(e, plan, limit));
+        let produced = producer
+            .join()
+            .unwrap_or_else(|_| Err(Error::Tar("decompression thread panicked".into())));
+        (produced, applied)
+    });
+    // A producer failure is the root cause of whatever the tar side saw.
+    let (diff, size) = match (produced, applied) {
+        (Err(e), _) => return Err(e),
+        (Ok(_), Err(e)) => return Err(e),
+        (Ok(None), Ok(_)) => return Err(Error::Tar("layer stream stopped early".into())),
+        (Ok(Some(d)), Ok(_)) => d,
+    };
+    plan.diff_id
+        .verify(&diff, &format!("diff_id of layer {}", plan.desc.digest))?;
+    tracing::debug!(layer = %plan.desc.digest, bytes = size, "layer applied");
+    Ok(size)
+}
+
+const PIPE_DEPTH: usize = 8;
+const PIPE_CHUNK: usize = 256 * 1024;
+
+/// Reads the stored blob, decrypts and decompresses it, hashes the result
+/// (diff_id) and sends it on in chunks. `Ok(None)` if the receiver hung up.
+fn produce(
+    path: &Path,
+    plan: &LayerPlan,
+    zstd_window_log_max: u32,
+    limit: u64,
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+) -> Result<Option<(Sha256Digest, u64)>> {
+    let f = File::open(path).ctx(|| format!("opening {}", path.display()))?;
     let raw = BufReader::with_capacity(READ_BUF, f);
     let source: Box<dyn Read + Send> = match &plan.crypto {
         Some(c) => Box::new(DecryptReader::new(raw, &c.key)),
         None => Box::new(raw),
     };
-    let mut plain = HashingReader::new(source);
-    let (diff, size) = {
-        let decompressed: Box<dyn Read + Send + '_> = match plan.compression {
-            Compression::None => Box::new(&mut plain),
-            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
-                BufReader::with_capacity(READ_BUF, &mut plain),
-            )),
-            Compression::Zstd => {
-                let mut d = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
-                    READ_BUF, &mut plain,
-                ))
-                .ctx(|| "starting zstd".into())?;
-                d.window_log_max(zstd_window_log_max)
-                    .ctx(|| "configuring zstd".into())?;
-                Box::new(d)
-            }
-        };
-        let mut hashed =
-            HashingReader::new(LimitedReader::new(decompressed, unpacker_limit(unpacker)));
-        unpacker
-            .apply_layer(&mut hashed)
-            .map_err(|e| annotate(e, plan))?;
-        let (d, n, _) = hashed.finish();
-        (d, n)
+    let decompressed: Box<dyn Read + Send> = match plan.compression {
+        Compression::None => source,
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+            READ_BUF, source,
+        ))),
+        Compression::Zstd => {
+            let mut d = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
+                READ_BUF, source,
+            ))
+            .ctx(|| "starting zstd".into())?;
+            d.window_log_max(zstd_window_log_max)
+                .ctx(|| "configuring zstd".into())?;
+            Box::new(d)
+        }
     };
-    plan.diff_id
-        .verify(&diff, &format!("diff_id of layer {}", plan.desc.digest))?;
-    if let Some(c) = &plan.crypto {
-        io::copy(&mut plain, &mut io::sink()).ctx(|| "reading layer".into())?;
-        if let Some(expect) = &c.plain_digest {
-            let (d, _, _) = plain.finish();
-            expect.verify(&d, &format!("decrypted layer {}", plan.desc.digest))?;
+    let mut r = HashingReader::new(LimitedReader::new(decompressed, limit));
+    loop {
+        let mut chunk = vec![0u8; PIPE_CHUNK];
+        let mut filled = 0;
+        while filled < PIPE_CHUNK {
+            let n = match r.read(&mut chunk[filled..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+                    return Err(Error::LayerTooLarge {
+                        digest: plan.desc.digest.clone(),
+                        size: limit.saturating_add(1),
+                        limit,
+                    })
+                }
+                Err(e) => return Err(Error::Tar(format!("layer {}: {e}", plan.desc.digest))),
+            };
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        chunk.truncate(filled);
+        if tx.send(chunk).is_err() {
+            return Ok(None);
         }
     }
-    tracing::debug!(layer = %plan.desc.digest, bytes = size, "layer applied");
-    Ok(size)
+    let (d, n, _) = r.finish();
+    Ok(Some((d, n)))
+}
+
+/// The consuming end of the decompression pipe.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                // Sender gone: end of stream (errors are reported by it).
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 fn unpacker_limit(u: &Unpacker) -> u64 {
@@ -469,16 +554,16 @@ fn unpacker_limit(u: &Unpacker) -> u64 {
     u.options().max_layer_bytes.saturating_add(64 << 20)
 }
 
-fn annotate(e: Error, plan: &LayerPlan) -> Error {
+fn annotate(e: Error, plan: &LayerPlan, limit: u64) -> Error {
     match e {
+        // The size limit trips inside the tar reader, which reports it as a
+        // read error of the stream.
+        Error::Tar(m) if m.contains(LIMIT_MSG) => Error::LayerTooLarge {
+            digest: plan.desc.digest.clone(),
+            size: limit.saturating_add(1),
+            limit,
+        },
         Error::Tar(m) => Error::Tar(format!("layer {}: {m}", plan.desc.digest)),
-        Error::Io { context, source } if source.kind() == io::ErrorKind::FileTooLarge => {
-            Error::LayerTooLarge {
-                digest: format!("{} ({context})", plan.desc.digest),
-                size: 0,
-                limit: 0,
-            }
-        }
         other => other,
     }
 }
