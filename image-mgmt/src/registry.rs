@@ -556,3 +556,42 @@ impl Registry {
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(200u64 << attempt.min(6))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_json_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("auth.json");
+        std::fs::write(
+            &p,
+            r#"{"auths":{
+                "reg.example:5000":{"auth":"dXNlcjpwYTpzcw=="},
+                "https://index.docker.io/v1/":{"username":"hub","password":"pw"},
+                "nothing.example":{}
+            }}"#,
+        )
+        .unwrap();
+        let a = load_auths(&p).unwrap();
+        assert!(
+            matches!(a.get("reg.example:5000"), Some(RegistryAuth::Basic(u, p)) if u == "user" && p == "pa:ss")
+        );
+        assert!(matches!(a.get("docker.io"), Some(RegistryAuth::Basic(u, _)) if u == "hub"));
+        assert!(!a.contains_key("nothing.example"));
+        std::fs::write(&p, r#"{"auths":{"x":{"auth":"bm9jb2xvbg=="}}}"#).unwrap();
+        assert!(
+            load_auths(&p).is_err(),
+            "user:pass without a colon must be refused"
+        );
+    }
+
+    #[test]
+    fn platform_parsing() {
+        let p: Platform = "linux/arm64/v8".parse().unwrap();
+        assert_eq!(p.variant.as_deref(), Some("v8"));
+        assert_eq!(p.to_string(), "linux/arm64/v8");
+        assert!("linux".parse::<Platform>().is_err());
+    }
+}

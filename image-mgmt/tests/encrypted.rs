@@ -452,3 +452,112 @@ async fn image_pull_cli_fetches_keys_by_kbs_uri() {
     assert!(err.contains("no private key configured"), "{err}");
     assert!(!out.exists());
 }
+
+/// Accepts one HTTP request on loopback, answers `status`, returns the
+/// request head and body.
+fn one_http_request(status: &'static str) -> (String, std::thread::JoinHandle<(String, Vec<u8>)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let h = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body).unwrap();
+        let mut s = s;
+        write!(
+            s,
+            "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        (head, body)
+    });
+    (url, h)
+}
+
+#[test]
+fn coco_encrypt_uploads_the_kek_through_the_kbs_admin_api() {
+    if !common::tools_present(&["umoci"]) {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let layout = common::umoci_image(work.path());
+    let token = work.path().join("admin.jwt");
+    std::fs::write(&token, "header.claims.sig\n").unwrap();
+    let kek_out = work.path().join("kek");
+
+    let (url, server) = one_http_request("200 OK");
+    run(Command::new(env!("CARGO_BIN_EXE_coco-encrypt"))
+        .args([
+            "encrypt",
+            "--tag",
+            "v1",
+            "--kid",
+            "kbs:///default/image-kek/up",
+            "--kbs",
+            &url,
+        ])
+        .arg("--layout")
+        .arg(&layout)
+        .arg("--admin-token-file")
+        .arg(&token)
+        .arg("--kek-out")
+        .arg(&kek_out));
+    let (head, body) = server.join().unwrap();
+    assert!(
+        head.starts_with("POST /kbs/v0/resource/default/image-kek/up HTTP/1.1"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("authorization: bearer header.claims.sig"),
+        "{head}"
+    );
+    assert_eq!(body, std::fs::read(&kek_out).unwrap());
+    assert_eq!(body.len(), 32);
+
+    // A refusal by the KBS fails the command and names the status.
+    let (url, server) = one_http_request("401 Unauthorized");
+    let out = Command::new(env!("CARGO_BIN_EXE_coco-encrypt"))
+        .args([
+            "encrypt",
+            "--tag",
+            "v1",
+            "--out-tag",
+            "v1-b",
+            "--kid",
+            "kbs:///default/image-kek/up2",
+            "--kbs",
+            &url,
+        ])
+        .arg("--layout")
+        .arg(&layout)
+        .arg("--admin-token-file")
+        .arg(&token)
+        .output()
+        .unwrap();
+    server.join().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
