@@ -340,6 +340,7 @@ async fn fetch_layer(
 ) -> Result<bool> {
     let lock = store.lock(&plan.digest);
     let _held = lock.lock().await;
+    let _file_lock = store.lock_across_processes(&plan.digest).await?;
     if store.contains(&plan.digest) {
         if let Some(p) = &progress {
             p(ProgressEvent::Downloaded {

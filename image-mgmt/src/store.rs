@@ -52,6 +52,25 @@ impl BlobStore {
         let _ = std::fs::remove_file(self.path(d));
     }
 
+    /// Exclusive lock on a blob across processes (the agent and an operator's
+    /// `image-pull` may share the store). Released when the fd is dropped.
+    pub async fn lock_across_processes(&self, d: &Sha256Digest) -> Result<std::os::fd::OwnedFd> {
+        let path = self.dir.join(format!("{}.lock", d.hex()));
+        tokio::task::spawn_blocking(move || {
+            let fd = rustix::fs::open(
+                &path,
+                rustix::fs::OFlags::CREATE | rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::from_raw_mode(0o600),
+            )
+            .ctx(|| format!("opening {}", path.display()))?;
+            rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive)
+                .ctx(|| format!("locking {}", path.display()))?;
+            Ok(fd)
+        })
+        .await
+        .map_err(|e| crate::Error::Registry(format!("lock task: {e}")))?
+    }
+
     pub fn lock(&self, d: &Sha256Digest) -> Arc<tokio::sync::Mutex<()>> {
         let mut m = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(d.hex().to_owned()).or_default().clone()
