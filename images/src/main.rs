@@ -63,9 +63,10 @@ struct BuildArgs {
     /// An unpacked kernel tree (boot/vmlinuz-R, lib/modules/R with modules.dep).
     #[arg(long)]
     kernel_tree: Option<PathBuf>,
-    /// ELF binary to ship: NAME=PATH; NAME is a guest path or a bare name (→ /usr/bin/NAME).
+    /// ELF binary to ship: [NAME=]PATH; NAME is a guest path or a bare name (→ /usr/bin/NAME),
+    /// default the file name.
     /// Its shared libraries (DT_NEEDED, read from the ELF headers) come along.
-    #[arg(long = "binary", value_name = "NAME=PATH")]
+    #[arg(long = "binary", value_name = "[NAME=]PATH")]
     binaries: Vec<String>,
     /// Any other file: GUEST_PATH=HOST_PATH.
     #[arg(long = "file", value_name = "GUEST=HOST")]
@@ -157,7 +158,18 @@ fn build(a: BuildArgs) -> Result<()> {
     };
     let mut binaries = BTreeMap::new();
     for b in &a.binaries {
-        let (n, p) = split_pair(b)?;
+        // A bare path ships the binary as /usr/bin/<its file name>.
+        let (n, p) = if b.contains('=') {
+            split_pair(b)?
+        } else {
+            let p = PathBuf::from(b);
+            let n = p
+                .file_name()
+                .with_context(|| format!("{b:?}: not a file path"))?
+                .to_string_lossy()
+                .into_owned();
+            (n, p)
+        };
         binaries.insert(n, p);
     }
     let mut files = BTreeMap::new();
