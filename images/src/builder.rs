@@ -193,7 +193,13 @@ impl ImageSpec {
             t.file(&guest, &host, 0o755)?;
         }
         let order = match &self.kernel {
-            Some(k) => add_modules(&mut t, k, &self.modules)?,
+            Some(k) => {
+                // Canonical request order: the image must not depend on CLI order.
+                let mut names = self.modules.clone();
+                names.sort();
+                names.dedup();
+                add_modules(&mut t, k, &names)?
+            }
             None if !self.modules.is_empty() => {
                 return Err(BuildError::Spec("modules requested without a kernel".into()))
             }
