@@ -1,1 +1,71 @@
-fn main() {}
+//! Boot benchmark: time from QEMU start to the guest's "COCO:booted" marker, for the
+//! test image (modules + vsock probe + pause bundle) and for a bare busybox initrd, on
+//! the same QEMU in the same run, alternating so both see the same host load.
+//! `BOOT_BENCH_RUNS` (default 3) boots each. Prints a table.
+
+use std::path::Path;
+use std::time::Duration;
+
+use vm_tests::image::{cloud_kernel, TestImage, CMDLINE};
+use vm_tests::{Vm, VmConfig};
+
+fn main() {
+    // `cargo test --benches` runs this with no --bench flag: do nothing then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let runs: usize = std::env::var("BOOT_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let kernel = cloud_kernel().expect("Debian cloud kernel");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let probe = Path::new(env!("CARGO_BIN_EXE_vsock-probe"));
+    let images = [
+        ("coco test image", TestImage::full(probe)),
+        ("bare busybox", TestImage::bare()),
+    ];
+    let built: Vec<_> = images
+        .iter()
+        .enumerate()
+        .map(|(i, (name, img))| {
+            let b = img
+                .build(&kernel, &dir.path().join(i.to_string()))
+                .expect("build image");
+            (*name, b)
+        })
+        .collect();
+
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); built.len()];
+    for _ in 0..runs {
+        for (i, (_, b)) in built.iter().enumerate() {
+            let cfg = VmConfig::new(b.kernel(), b.initrd(), CMDLINE);
+            let vm = Vm::start(&cfg, Duration::from_secs(240)).expect("start VM");
+            let t = vm
+                .wait_for_serial("COCO:booted", Duration::from_secs(180))
+                .expect("boot");
+            times[i].push(t);
+        }
+    }
+    println!(
+        "\n{:<18} {:>12} {:>12} {:>10} {:>10} {:>10}",
+        "image", "initrd B", "cpio B", "min s", "median s", "max s"
+    );
+    for (i, (name, b)) in built.iter().enumerate() {
+        let mut t = times[i].clone();
+        t.sort();
+        println!(
+            "{:<18} {:>12} {:>12} {:>10.2} {:>10.2} {:>10.2}",
+            name,
+            b.manifest.initrd_size,
+            b.manifest.cpio_size,
+            t[0].as_secs_f64(),
+            t[t.len() / 2].as_secs_f64(),
+            t[t.len() - 1].as_secs_f64()
+        );
+    }
+    println!(
+        "({runs} boots each, accel {:?}, SeaBIOS, 1 vCPU, 512 MiB; time = QEMU start to marker)",
+        vm_tests::Accel::from_env()
+    );
+}

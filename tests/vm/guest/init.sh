@@ -8,9 +8,11 @@ $bb mount -t proc proc /proc
 $bb mount -t sysfs sysfs /sys
 $bb mkdir -p /run /tmp
 r=$($bb uname -r)
-while read -r m; do
-    $bb insmod "/lib/modules/$r/$m" || echo "COCO:insmod-failed:$m"
-done < /etc/coco/modules
+if [ -f /etc/coco/modules ]; then
+    while read -r m; do
+        $bb insmod "/lib/modules/$r/$m" || echo "COCO:insmod-failed:$m"
+    done < /etc/coco/modules
+fi
 echo "COCO:modules-loaded"
 
 arg() { for w in $($bb cat /proc/cmdline); do case "$w" in "$1"=*) echo "${w#*=}";; esac; done; }
