@@ -153,7 +153,9 @@ impl ImageSpec {
     /// Builds the file tree of the initrd. Returns it and the module load order.
     pub fn tree(&self) -> Result<(Tree, Vec<String>), BuildError> {
         let mut t = Tree::new();
-        for d in ["dev", "proc", "sys", "run", "tmp", "etc", "bin", "usr/bin", "lib", "mnt"] {
+        for d in [
+            "dev", "proc", "sys", "run", "tmp", "etc", "bin", "usr/bin", "lib", "mnt",
+        ] {
             t.dir(d)?;
         }
         t.insert("tmp", Node::Dir { mode: 0o1777 })?;
@@ -201,7 +203,9 @@ impl ImageSpec {
                 add_modules(&mut t, k, &names)?
             }
             None if !self.modules.is_empty() => {
-                return Err(BuildError::Spec("modules requested without a kernel".into()))
+                return Err(BuildError::Spec(
+                    "modules requested without a kernel".into(),
+                ))
             }
             None => vec![],
         };
@@ -314,7 +318,11 @@ fn add_modules(
         }
         std::fs::copy(src.join(rel), &dst).map_err(io(format!("staging {rel}")))?;
     }
-    for f in ["modules.builtin", "modules.builtin.modinfo", "modules.order"] {
+    for f in [
+        "modules.builtin",
+        "modules.builtin.modinfo",
+        "modules.order",
+    ] {
         if src.join(f).is_file() {
             std::fs::copy(src.join(f), stage.join(f)).map_err(io(format!("staging {f}")))?;
         }

@@ -448,7 +448,16 @@ mod tests {
         let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(
             names,
-            ["a", "a/sub1", "a/sub2", "bin", "bin/sh", "dev", "dev/console", "z"]
+            [
+                "a",
+                "a/sub1",
+                "a/sub2",
+                "bin",
+                "bin/sh",
+                "dev",
+                "dev/console",
+                "z"
+            ]
         );
         let inos: Vec<u32> = entries.iter().map(|e| e.ino).collect();
         assert_eq!(inos, (1..=8).collect::<Vec<_>>());
@@ -459,7 +468,9 @@ mod tests {
         assert_eq!(entries[6].rdev, (5, 1));
         assert_eq!(entries[7].mode, 0o100755);
         assert_eq!(entries[7].data, b"hello");
-        assert!(entries.iter().all(|e| e.mtime == 7 && e.uid == 0 && e.gid == 0));
+        assert!(entries
+            .iter()
+            .all(|e| e.mtime == 7 && e.uid == 0 && e.gid == 0));
         let mut again = Vec::new();
         t.clone().write_newc(&mut again, 7).unwrap();
         assert_eq!(buf, again);

@@ -121,8 +121,7 @@ fn find(lib: &str, dirs: &[PathBuf]) -> Option<(String, PathBuf)> {
     }
     dirs.iter().find_map(|d| {
         let p = d.join(lib);
-        p.is_file()
-            .then(|| (format!("{}/{}", d.display(), lib), p))
+        p.is_file().then(|| (format!("{}/{}", d.display(), lib), p))
     })
 }
 

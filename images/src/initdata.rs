@@ -84,7 +84,8 @@ pub struct Initdata {
 
 impl Initdata {
     pub fn parse(toml_text: &str) -> Result<Self, InitdataError> {
-        let h: Header = toml::from_str(toml_text).map_err(|e| InitdataError::Toml(e.to_string()))?;
+        let h: Header =
+            toml::from_str(toml_text).map_err(|e| InitdataError::Toml(e.to_string()))?;
         if h.version != "0.1.0" {
             return Err(InitdataError::Version(h.version));
         }
@@ -136,7 +137,8 @@ impl Initdata {
     /// and never more than [`MAX_LEN`] decompressed.
     pub fn from_disk<R: Read>(mut disk: R) -> Result<Self, InitdataError> {
         let mut hdr = [0u8; 16];
-        disk.read_exact(&mut hdr).map_err(|_| InitdataError::BadMagic)?;
+        disk.read_exact(&mut hdr)
+            .map_err(|_| InitdataError::BadMagic)?;
         if &hdr[..8] != MAGIC {
             return Err(InitdataError::BadMagic);
         }

@@ -149,8 +149,12 @@ fn build(a: BuildArgs) -> Result<()> {
     let tree = match (&a.kernel_package, &a.kernel_deb, &a.kernel_tree) {
         (Some(p), None, None) => kernel::fetch_package(p, &cache)?,
         (None, Some(deb), None) => {
-            let d = kernel::sha256_file(deb).with_context(|| format!("reading {}", deb.display()))?;
-            kernel::unpack_deb(deb, &cache.join("kernel").join(format!("deb-{d}")).join("root"))?
+            let d =
+                kernel::sha256_file(deb).with_context(|| format!("reading {}", deb.display()))?;
+            kernel::unpack_deb(
+                deb,
+                &cache.join("kernel").join(format!("deb-{d}")).join("root"),
+            )?
         }
         (None, None, Some(t)) => kernel::open_tree(t)?,
         (None, None, None) => kernel::fetch_package(kernel::CLOUD_KERNEL_META, &cache)?,

@@ -1,5 +1,6 @@
 //! Two builds from the same inputs give identical artifacts and identical measurements.
 //! Uses the cached Debian cloud kernel (downloaded once with `apt-get download`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 mod common;
 
@@ -21,9 +22,15 @@ fn spec(kernel: &KernelTree, init: &Path) -> ImageSpec {
         kernel: Some(kernel.clone()),
         binaries: BTreeMap::from([("ls".to_string(), PathBuf::from("/bin/ls"))]),
         files: BTreeMap::from([("/etc/hostname".to_string(), PathBuf::from("/etc/hostname"))]),
-        modules: ["vsock", "vmw_vsock_virtio_transport", "virtio_blk", "overlay", "dm_crypt"]
-            .map(String::from)
-            .to_vec(),
+        modules: [
+            "vsock",
+            "vmw_vsock_virtio_transport",
+            "virtio_blk",
+            "overlay",
+            "dm_crypt",
+        ]
+        .map(String::from)
+        .to_vec(),
         busybox: Some("/bin/busybox".into()),
         pause_bundle: true,
         init: Some(init.to_path_buf()),
@@ -51,7 +58,12 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -72,19 +84,50 @@ fn two_builds_are_identical_and_measure_the_same() {
     assert_eq!(files(&a.dir), files(&b.dir), "artifacts differ");
     assert_eq!(a.manifest, b.manifest);
 
-    let ra = measure::reference_values(&a.kernel(), &a.initrd(), "console=ttyS0 panic=-1", &measure_cfg(&fw)).unwrap();
-    let rb = measure::reference_values(&b.kernel(), &b.initrd(), "console=ttyS0 panic=-1", &measure_cfg(&fw)).unwrap();
+    let ra = measure::reference_values(
+        &a.kernel(),
+        &a.initrd(),
+        "console=ttyS0 panic=-1",
+        &measure_cfg(&fw),
+    )
+    .unwrap();
+    let rb = measure::reference_values(
+        &b.kernel(),
+        &b.initrd(),
+        "console=ttyS0 panic=-1",
+        &measure_cfg(&fw),
+    )
+    .unwrap();
     assert_eq!(ra, rb);
-    assert_eq!(ra[measure::SNP_LAUNCH_MEASUREMENT].len(), 3, "one digest per vCPU count");
+    assert_eq!(
+        ra[measure::SNP_LAUNCH_MEASUREMENT].len(),
+        3,
+        "one digest per vCPU count"
+    );
     assert!(ra.contains_key(measure::TPM_PCR09));
 
     // The manifest records every input with its digest.
     let m = &a.manifest;
-    for p in ["/init", "/bin/busybox", "/usr/bin/ls", "/etc/hostname", "/pause_bundle/config.json"] {
-        assert!(m.inputs.iter().any(|i| i.guest_path == p), "{p} missing from manifest");
+    for p in [
+        "/init",
+        "/bin/busybox",
+        "/usr/bin/ls",
+        "/etc/hostname",
+        "/pause_bundle/config.json",
+    ] {
+        assert!(
+            m.inputs.iter().any(|i| i.guest_path == p),
+            "{p} missing from manifest"
+        );
     }
-    assert!(m.inputs.iter().any(|i| i.guest_path.ends_with("/libc.so.6")));
-    assert!(m.modules.iter().any(|x| x.ends_with("dm-mod.ko")), "dm_crypt's dependency");
+    assert!(m
+        .inputs
+        .iter()
+        .any(|i| i.guest_path.ends_with("/libc.so.6")));
+    assert!(
+        m.modules.iter().any(|x| x.ends_with("dm-mod.ko")),
+        "dm_crypt's dependency"
+    );
     assert_eq!(m.outputs.len(), 3);
 
     // The test can fail: a different mtime changes the initrd and its measurements.
@@ -92,8 +135,17 @@ fn two_builds_are_identical_and_measure_the_same() {
     s.mtime = 1;
     let c = s.build(&tmp.path().join("c")).unwrap();
     assert_ne!(files(&a.dir)["initrd.img"], files(&c.dir)["initrd.img"]);
-    let rc = measure::reference_values(&c.kernel(), &c.initrd(), "console=ttyS0 panic=-1", &measure_cfg(&fw)).unwrap();
-    assert_ne!(ra[measure::SNP_LAUNCH_MEASUREMENT], rc[measure::SNP_LAUNCH_MEASUREMENT]);
+    let rc = measure::reference_values(
+        &c.kernel(),
+        &c.initrd(),
+        "console=ttyS0 panic=-1",
+        &measure_cfg(&fw),
+    )
+    .unwrap();
+    assert_ne!(
+        ra[measure::SNP_LAUNCH_MEASUREMENT],
+        rc[measure::SNP_LAUNCH_MEASUREMENT]
+    );
     assert_ne!(ra[measure::TPM_PCR09], rc[measure::TPM_PCR09]);
 }
 
@@ -117,18 +169,30 @@ fn initrd_unpacks_with_gnu_cpio_to_the_input_bytes() {
         .current_dir(&root)
         .output()
         .expect("GNU cpio");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for rec in &built.manifest.inputs {
         let p = root.join(rec.guest_path.trim_start_matches('/'));
         let data = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         use sha2::Digest;
-        assert_eq!(hex::encode(sha2::Sha256::digest(&data)), rec.sha256, "{}", rec.guest_path);
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&data)),
+            rec.sha256,
+            "{}",
+            rec.guest_path
+        );
     }
     let link = std::fs::read_link(root.join("bin/sh")).unwrap();
     assert_eq!(link, Path::new("busybox"));
     let modules = std::fs::read_to_string(root.join("etc/coco/modules")).unwrap();
     let lines: Vec<&str> = modules.lines().collect();
     let pos = |n: &str| lines.iter().position(|l| l.ends_with(n)).unwrap();
-    assert!(pos("/vsock.ko") < pos("/vmw_vsock_virtio_transport.ko"), "{lines:?}");
+    assert!(
+        pos("/vsock.ko") < pos("/vmw_vsock_virtio_transport.ko"),
+        "{lines:?}"
+    );
     assert!(pos("/dm-mod.ko") < pos("/dm-crypt.ko"), "{lines:?}");
 }

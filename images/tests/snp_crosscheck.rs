@@ -5,18 +5,21 @@
 //! footer GUID table, SEV metadata with an SNP kernel-hashes section, the SEV-ES reset
 //! block), Debian's real `OVMF.fd` (no kernel hashes: firmware-only digest), and a
 //! cached AmdSev OVMF build when one exists.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
-use common::synthetic_firmware;
 use coco_image::measure::snp::{launch_digest, SnpLaunch};
+use common::synthetic_firmware;
 
 fn reference_tool() -> PathBuf {
     let candidates = [
         std::env::var_os("SEV_SNP_MEASURE").map(PathBuf::from),
-        Some(PathBuf::from("/var/cache/coco-image/venv/bin/sev-snp-measure")),
+        Some(PathBuf::from(
+            "/var/cache/coco-image/venv/bin/sev-snp-measure",
+        )),
     ];
     for c in candidates.into_iter().flatten() {
         if c.is_file() {
@@ -148,6 +151,9 @@ fn cached_amdsev_ovmf_matches_reference_when_present() {
         l.kernel = Some(kernel.clone());
         l.initrd = Some(initrd.clone());
         l.cmdline = Some("console=ttyS0".into());
-        assert_eq!(hex::encode(launch_digest(&l).unwrap()), reference_digest(&l));
+        assert_eq!(
+            hex::encode(launch_digest(&l).unwrap()),
+            reference_digest(&l)
+        );
     }
 }

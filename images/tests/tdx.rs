@@ -1,6 +1,7 @@
 //! TDX measurements: MRTD from TDVF metadata (synthetic firmware with known layout and
 //! Debian's real OVMF.fd), and the RTMR event sequences checked against the event log
 //! of a real TD booted by OVMF with a direct kernel boot (testdata/, from Trustee).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 use coco_image::measure::ovmf::{guid_le, TABLE_FOOTER_GUID};
 use coco_image::measure::tdx::{self, PageOrder};
@@ -86,10 +87,16 @@ fn mrtd_of_synthetic_tdvf_follows_the_tdx_module_rules() {
     // Any byte of measured firmware changes MRTD; unmeasured bytes do not.
     let mut changed = fw.clone();
     changed[0x1234] ^= 1;
-    assert_ne!(tdx::mrtd(&changed, PageOrder::Interleaved).unwrap(), tdx::mrtd(&fw, PageOrder::Interleaved).unwrap());
+    assert_ne!(
+        tdx::mrtd(&changed, PageOrder::Interleaved).unwrap(),
+        tdx::mrtd(&fw, PageOrder::Interleaved).unwrap()
+    );
     let mut unmeasured = fw.clone();
     unmeasured[0x3000] ^= 1;
-    assert_eq!(tdx::mrtd(&unmeasured, PageOrder::Interleaved).unwrap(), tdx::mrtd(&fw, PageOrder::Interleaved).unwrap());
+    assert_eq!(
+        tdx::mrtd(&unmeasured, PageOrder::Interleaved).unwrap(),
+        tdx::mrtd(&fw, PageOrder::Interleaved).unwrap()
+    );
 }
 
 #[test]
@@ -112,8 +119,14 @@ fn debian_ovmf_has_tdx_metadata() {
     };
     let secs = tdx::tdvf_sections(&fw).unwrap();
     // BFV + CFV measured; at least one section (TD HOB / temp memory) only added.
-    assert!(secs.iter().filter(|s| s.attributes & 1 == 1).count() >= 1, "{secs:?}");
-    assert!(secs.iter().any(|s| s.section_type == 2), "TD HOB section: {secs:?}");
+    assert!(
+        secs.iter().filter(|s| s.attributes & 1 == 1).count() >= 1,
+        "{secs:?}"
+    );
+    assert!(
+        secs.iter().any(|s| s.section_type == 2),
+        "TD HOB section: {secs:?}"
+    );
     let m = tdx::mrtd(&fw, PageOrder::Interleaved).unwrap();
     eprintln!("Debian OVMF.fd MRTD: {}", hex::encode(m));
     assert_ne!(m, tdx::mrtd(&fw, PageOrder::TwoPass).unwrap());
@@ -131,7 +144,10 @@ fn event_log() -> Vec<(u32, String, String, String)> {
                 e["index"].as_u64().unwrap() as u32,
                 e["type_name"].as_str().unwrap().to_string(),
                 e["digests"][0]["digest"].as_str().unwrap().to_string(),
-                e["details"]["string"].as_str().unwrap_or_default().to_string(),
+                e["details"]["string"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
             )
         })
         .collect()

@@ -42,9 +42,9 @@ pub fn footer_table(fw: &[u8]) -> Result<BTreeMap<[u8; 16], Vec<u8>>, FooterErro
         return Err(FooterError::NoTable);
     }
     let total = u16::from_le_bytes([footer[0], footer[1]]) as usize;
-    let body_len = total
-        .checked_sub(HDR)
-        .ok_or(FooterError::Malformed("footer size smaller than its header"))?;
+    let body_len = total.checked_sub(HDR).ok_or(FooterError::Malformed(
+        "footer size smaller than its header",
+    ))?;
     let body_start = footer_at
         .checked_sub(body_len)
         .ok_or(FooterError::Malformed("footer size beyond the image"))?;
@@ -89,8 +89,14 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        assert!(matches!(footer_table(&[0u8; 10]), Err(FooterError::NoTable)));
-        assert!(matches!(footer_table(&[0u8; 4096]), Err(FooterError::NoTable)));
+        assert!(matches!(
+            footer_table(&[0u8; 10]),
+            Err(FooterError::NoTable)
+        ));
+        assert!(matches!(
+            footer_table(&[0u8; 4096]),
+            Err(FooterError::NoTable)
+        ));
         let mut fw = vec![0u8; 4096];
         let at = fw.len() - 50;
         fw[at..at + 2].copy_from_slice(&5000u16.to_le_bytes());

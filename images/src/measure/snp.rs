@@ -102,7 +102,10 @@ mod tests {
         assert!(launch_digest(&l).is_err());
         l.vcpus = 1;
         l.cmdline = Some("x".into());
-        assert!(launch_digest(&l).unwrap_err().to_string().contains("kernel"));
+        assert!(launch_digest(&l)
+            .unwrap_err()
+            .to_string()
+            .contains("kernel"));
         l.cmdline = None;
         assert!(launch_digest(&l).is_err(), "missing firmware file");
     }

@@ -60,7 +60,9 @@ pub fn tdvf_sections(fw: &[u8]) -> Result<Vec<TdvfSection>, MeasureError> {
     let start = fw
         .len()
         .checked_sub(from_end)
-        .ok_or(FooterError::Malformed("TDX metadata offset beyond the image"))?;
+        .ok_or(FooterError::Malformed(
+            "TDX metadata offset beyond the image",
+        ))?;
     let desc = fw
         .get(start..start + 16)
         .ok_or(FooterError::Malformed("truncated TDVF descriptor"))?;
@@ -97,7 +99,9 @@ pub fn tdvf_sections(fw: &[u8]) -> Result<Vec<TdvfSection>, MeasureError> {
         if sec.attributes & ATTR_MR_EXTEND != 0 {
             let end = sec.data_offset as u64 + sec.memory_data_size;
             if sec.memory_data_size < u64::from(sec.raw_data_size) || end > fw.len() as u64 {
-                return Err(FooterError::Malformed("measured TDVF section outside the image").into());
+                return Err(
+                    FooterError::Malformed("measured TDVF section outside the image").into(),
+                );
             }
         }
         out.push(sec);
@@ -181,7 +185,8 @@ pub fn load_options(cmdline: &str, has_initrd: bool) -> Vec<u8> {
 
 /// RTMR2 after a direct kernel boot: [load options, initrd].
 pub fn rtmr2(cmdline: &str, initrd: Option<&[u8]>) -> [u8; 48] {
-    let mut events: Vec<[u8; 48]> = vec![Sha384::digest(load_options(cmdline, initrd.is_some())).into()];
+    let mut events: Vec<[u8; 48]> =
+        vec![Sha384::digest(load_options(cmdline, initrd.is_some())).into()];
     if let Some(i) = initrd {
         events.push(Sha384::digest(i).into());
     }
@@ -226,7 +231,9 @@ mod tests {
     fn efi_action_digests_match_a_real_td_event_log() {
         // Digests of EV_EFI_ACTION events copied from testdata/CCEL_data_ovmf.parsed.json.
         let want = "77a0dab2312b4e1e57a84d86";
-        assert!(hex::encode(Sha384::digest(b"Calling EFI Application from Boot Option"))
-            .starts_with(want));
+        assert!(
+            hex::encode(Sha384::digest(b"Calling EFI Application from Boot Option"))
+                .starts_with(want)
+        );
     }
 }

@@ -1,4 +1,5 @@
 //! Shared test helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 #![allow(dead_code)]
 
 use coco_image::measure::ovmf::{
@@ -14,10 +15,10 @@ pub fn synthetic_firmware(with_hashes: bool) -> Vec<u8> {
 
     // SEV metadata at offset 0x1000: "ASEV", size, version 1, item count, items.
     let mut items: Vec<(u32, u32, u32)> = vec![
-        (0x0080_0000, 0x9000, 1),  // SNP_SEC_MEMORY (zero pages)
-        (0x0080_9000, 0x1000, 2),  // SNP_SECRETS
-        (0x0080_A000, 0x1000, 3),  // CPUID
-        (0x0080_B000, 0x2000, 1),  // more zeroed memory
+        (0x0080_0000, 0x9000, 1), // SNP_SEC_MEMORY (zero pages)
+        (0x0080_9000, 0x1000, 2), // SNP_SECRETS
+        (0x0080_A000, 0x1000, 3), // CPUID
+        (0x0080_B000, 0x2000, 1), // more zeroed memory
     ];
     if with_hashes {
         items.push((0x0080_F000, 0x1000, 0x10)); // SNP_KERNEL_HASHES
@@ -44,7 +45,10 @@ pub fn synthetic_firmware(with_hashes: bool) -> Vec<u8> {
         e
     };
     let mut table = Vec::new();
-    table.extend(entry(&((SIZE - meta_at) as u32).to_le_bytes(), SEV_METADATA_GUID));
+    table.extend(entry(
+        &((SIZE - meta_at) as u32).to_le_bytes(),
+        SEV_METADATA_GUID,
+    ));
     let (hash_gpa, hash_size) = if with_hashes {
         (0x0080_FC00u32, 0x400u32)
     } else {
@@ -54,7 +58,10 @@ pub fn synthetic_firmware(with_hashes: bool) -> Vec<u8> {
         &[hash_gpa.to_le_bytes(), hash_size.to_le_bytes()].concat(),
         SEV_HASH_TABLE_RV_GUID,
     ));
-    table.extend(entry(&0xFFFF_F000u32.to_le_bytes(), SEV_ES_RESET_BLOCK_GUID));
+    table.extend(entry(
+        &0xFFFF_F000u32.to_le_bytes(),
+        SEV_ES_RESET_BLOCK_GUID,
+    ));
     let footer_total = table.len() + 18;
     table.extend_from_slice(&(footer_total as u16).to_le_bytes());
     table.extend_from_slice(&guid_le(TABLE_FOOTER_GUID));
@@ -62,4 +69,3 @@ pub fn synthetic_firmware(with_hashes: bool) -> Vec<u8> {
     fw[end - table.len()..end].copy_from_slice(&table);
     fw
 }
-

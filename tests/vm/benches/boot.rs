@@ -4,46 +4,43 @@
 //! `BOOT_BENCH_RUNS` (default 3) boots each. Prints a table.
 
 use std::path::Path;
+
+use anyhow::Context;
 use std::time::Duration;
 
 use vm_tests::image::{cloud_kernel, TestImage, CMDLINE};
 use vm_tests::{Vm, VmConfig};
 
-fn main() {
+fn main() -> anyhow::Result<()> {
     // `cargo test --benches` runs this with no --bench flag: do nothing then.
     if !std::env::args().any(|a| a == "--bench") {
-        return;
+        return Ok(());
     }
     let runs: usize = std::env::var("BOOT_BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let kernel = cloud_kernel().expect("Debian cloud kernel");
-    let dir = tempfile::tempdir().expect("tempdir");
+    let kernel = cloud_kernel().context("Debian cloud kernel")?;
+    let dir = tempfile::tempdir()?;
     let probe = Path::new(env!("CARGO_BIN_EXE_vsock-probe"));
     let images = [
         ("coco test image", TestImage::full(probe)),
         ("bare busybox", TestImage::bare()),
     ];
-    let built: Vec<_> = images
-        .iter()
-        .enumerate()
-        .map(|(i, (name, img))| {
-            let b = img
-                .build(&kernel, &dir.path().join(i.to_string()))
-                .expect("build image");
-            (*name, b)
-        })
-        .collect();
+    let mut built = Vec::new();
+    for (i, (name, img)) in images.iter().enumerate() {
+        let b = img
+            .build(&kernel, &dir.path().join(i.to_string()))
+            .context("build image")?;
+        built.push((*name, b));
+    }
 
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); built.len()];
     for _ in 0..runs {
         for (i, (_, b)) in built.iter().enumerate() {
             let cfg = VmConfig::new(b.kernel(), b.initrd(), CMDLINE);
-            let vm = Vm::start(&cfg, Duration::from_secs(240)).expect("start VM");
-            let t = vm
-                .wait_for_serial("COCO:booted", Duration::from_secs(180))
-                .expect("boot");
+            let vm = Vm::start(&cfg, Duration::from_secs(240))?;
+            let t = vm.wait_for_serial("COCO:booted", Duration::from_secs(180))?;
             times[i].push(t);
         }
     }
@@ -68,4 +65,5 @@ fn main() {
         "({runs} boots each, accel {:?}, SeaBIOS, 1 vCPU, 512 MiB; time = QEMU start to marker)",
         vm_tests::Accel::from_env()
     );
+    Ok(())
 }

@@ -118,9 +118,21 @@ impl Qemu {
             Accel::Tcg => "tcg",
             Accel::Kvm => "kvm",
         };
-        push(&["-accel", accel, "-nodefaults", "-no-reboot", "-display", "none"]);
+        push(&[
+            "-accel",
+            accel,
+            "-nodefaults",
+            "-no-reboot",
+            "-display",
+            "none",
+        ]);
         push(&["-vga", "none", "-monitor", "none"]);
-        push(&["-smp", &cfg.vcpus.to_string(), "-m", &format!("{}M", cfg.memory_mib)]);
+        push(&[
+            "-smp",
+            &cfg.vcpus.to_string(),
+            "-m",
+            &format!("{}M", cfg.memory_mib),
+        ]);
         push(&["-serial", &format!("file:{}", paths.serial_log.display())]);
         if cfg.vsock {
             // vhost-user needs guest memory the backend process can map: shared memfd.
@@ -231,7 +243,10 @@ mod tests {
         cfg.firmware = Firmware::Ovmf("/fw.fd".into());
         cfg.memory_mib = 256;
         let a = joined(&cfg);
-        assert!(a.contains("memory-backend-memfd,id=mem0,size=256M,share=on"), "{a}");
+        assert!(
+            a.contains("memory-backend-memfd,id=mem0,size=256M,share=on"),
+            "{a}"
+        );
         assert!(a.contains("vhost-user-vsock-pci,chardev=vhu0"));
         assert!(a.contains("path=/w/vhost-user-vsock.sock"));
         assert!(a.contains("id=initdata,readonly=on"));

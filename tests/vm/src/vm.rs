@@ -179,7 +179,9 @@ impl Vm {
         let mut cmd = Qemu { binary: qemu_bin }.command(cfg, &paths);
         let stderr = std::fs::File::create(dir.path().join("qemu.stderr"))
             .map_err(|e| VmError::io("qemu stderr", e))?;
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
         tracing::info!(?cmd, "starting VM");
         let qemu = Guard::spawn("qemu", &mut cmd)?;
 
@@ -241,7 +243,10 @@ impl Vm {
             .rev()
             .collect::<Vec<_>>()
             .join("\n");
-        format!("--- serial (tail) ---\n{tail}\n--- qemu stderr ---\n{}", self.qemu_stderr())
+        format!(
+            "--- serial (tail) ---\n{tail}\n--- qemu stderr ---\n{}",
+            self.qemu_stderr()
+        )
     }
 
     /// Waits until `marker` appears on the serial console; returns the time since start.

@@ -1,6 +1,7 @@
 //! VM tests: boot Debian's cloud kernel with an image built by `coco-image` under QEMU.
 //! Slow (seconds per boot under TCG): kept to two boots. Needs the tools from
 //! `scripts/setup-vm-tools.sh`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
