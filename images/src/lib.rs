@@ -4,7 +4,7 @@
 //! * [`builder`]: initrd assembly (binaries + their shared libraries, kernel modules,
 //!   busybox, the pause bundle, `/init`), reproducible [`cpio`] + gzip, manifest.
 //! * [`kernel`]: Debian's cloud kernel package, cached, with `modules.dep`.
-//! * [`measure`]: SEV-SNP launch digest, TDX MRTD/RTMR2, vTPM PCR 9.
+//! * [`measure`]: SEV-SNP launch digest, TDX MRTD/RTMR1/RTMR2, vTPM PCR 4/9.
 //! * [`initdata`]: the initdata disk format (writer for the host, reader for the guest).
 
 pub mod builder;

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use coco_image::builder::{self, Compression, ImageSpec};
 use coco_image::initdata::Initdata;
 use coco_image::kernel;
+use coco_image::measure::authenticode::{DirectBoot, Machine};
 use coco_image::measure::{self, tdx::PageOrder, MeasureConfig};
 
 /// Reproducible confidential-guest image builder.
@@ -16,7 +17,7 @@ use coco_image::measure::{self, tdx::PageOrder, MeasureConfig};
 /// `build` assembles kernel + initrd + cmdline + manifest from a Debian cloud kernel and
 /// the binaries you name; two builds from the same inputs are byte-identical.
 /// `measure` turns a built image into KBS reference values (SEV-SNP launch digest,
-/// TDX MRTD/RTMR2, vTPM PCR 9), loadable with
+/// TDX MRTD/RTMR1/RTMR2, vTPM PCR 4/9), loadable with
 /// `kbs-client config ... set-reference-values FILE`.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
@@ -106,6 +107,12 @@ enum CompressionArg {
     None,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum MachineArg {
+    Pc,
+    Q35,
+}
+
 #[derive(Debug, Args)]
 struct MeasureArgs {
     /// Directory written by `coco-image build`.
@@ -126,9 +133,16 @@ struct MeasureArgs {
     /// Add every TD page before extending (older TDX stacks) instead of page by page.
     #[arg(long)]
     tdx_two_pass: bool,
-    /// Emit vTPM PCR 9.
+    /// Emit vTPM PCR 4 and 9.
     #[arg(long)]
     tpm: bool,
+    /// QEMU machine type of the direct kernel boot (decides where QEMU puts the initrd,
+    /// which it writes into the kernel header that the firmware measures).
+    #[arg(long, value_enum, default_value = "pc")]
+    machine: MachineArg,
+    /// Guest RAM in MiB (`-m`), for the same reason.
+    #[arg(long, default_value_t = 512)]
+    ram_mib: u64,
     /// Output file (default: stdout).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -225,6 +239,13 @@ fn measure_cmd(a: MeasureArgs) -> Result<()> {
             PageOrder::Interleaved
         },
         tpm: a.tpm,
+        direct_boot: DirectBoot {
+            machine: match a.machine {
+                MachineArg::Pc => Machine::Pc,
+                MachineArg::Q35 => Machine::Q35,
+            },
+            ram_mib: a.ram_mib,
+        },
     };
     let rv = measure::reference_values(
         &a.image.join(builder::KERNEL_FILE),

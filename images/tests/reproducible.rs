@@ -50,6 +50,7 @@ fn measure_cfg(fw: &Path) -> MeasureConfig {
             .is_file()
             .then(|| PathBuf::from("/usr/share/ovmf/OVMF.fd")),
         tdx_page_order: Default::default(),
+        direct_boot: Default::default(),
         tpm: true,
     }
 }
@@ -104,7 +105,15 @@ fn two_builds_are_identical_and_measure_the_same() {
         3,
         "one digest per vCPU count"
     );
-    assert!(ra.contains_key(measure::TPM_PCR09));
+    for k in [
+        measure::TPM_PCR04,
+        measure::TPM_PCR09,
+        measure::TDX_MRTD,
+        measure::TDX_RTMR_1,
+        measure::TDX_RTMR_2,
+    ] {
+        assert!(ra.contains_key(k), "{k} missing");
+    }
 
     // The manifest records every input with its digest.
     let m = &a.manifest;

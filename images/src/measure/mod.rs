@@ -1,5 +1,6 @@
 //! Launch measurements of a built image, written as KBS reference values.
 
+pub mod authenticode;
 pub mod ovmf;
 pub mod snp;
 pub mod tdx;
@@ -48,8 +49,12 @@ pub struct MeasureConfig {
     /// IntelTdx OVMF or Debian's unified OVMF.fd (has TDX metadata).
     pub tdx_ovmf: Option<PathBuf>,
     pub tdx_page_order: tdx::PageOrder,
-    /// Also emit the vTPM PCR 9 value (direct boot through OVMF with a TPM).
+    /// Also emit the vTPM PCR 4 and 9 values (direct boot through OVMF with a TPM).
     pub tpm: bool,
+    /// How QEMU loads the kernel (machine type, RAM): QEMU patches the kernel's setup
+    /// header with addresses that depend on it, and the firmware hashes the result
+    /// (PCR 4, RTMR1).
+    pub direct_boot: authenticode::DirectBoot,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, MeasureError> {
@@ -87,8 +92,22 @@ pub fn reference_values(
     } else {
         None
     };
-    if let Some(ovmf) = &cfg.tdx_ovmf {
+    let patched = if cfg.tdx_ovmf.is_some() || cfg.tpm {
+        let k = read(kernel)?;
+        let size = initrd_bytes.as_ref().map(|i| i.len() as u64);
+        Some(cfg.direct_boot.patched_kernel(&k, size)?)
+    } else {
+        None
+    };
+    if let (Some(ovmf), Some(k)) = (&cfg.tdx_ovmf, &patched) {
         let fw = read(ovmf)?;
+        let kernel_hash: [u8; 48] = authenticode::authenticode::<sha2::Sha384>(k)?
+            .try_into()
+            .map_err(|_| MeasureError::Input("digest length".into()))?;
+        rv.insert(
+            TDX_RTMR_1.into(),
+            vec![hex::encode(tdx::rtmr1(kernel_hash))],
+        );
         rv.insert(
             TDX_MRTD.into(),
             vec![hex::encode(tdx::mrtd(&fw, cfg.tdx_page_order)?)],
@@ -98,7 +117,11 @@ pub fn reference_values(
             vec![hex::encode(tdx::rtmr2(cmdline, initrd_bytes.as_deref()))],
         );
     }
-    if cfg.tpm {
+    if let (true, Some(k)) = (cfg.tpm, &patched) {
+        let kernel_hash: [u8; 32] = authenticode::authenticode::<sha2::Sha256>(k)?
+            .try_into()
+            .map_err(|_| MeasureError::Input("digest length".into()))?;
+        rv.insert(TPM_PCR04.into(), vec![hex::encode(tpm::pcr4(kernel_hash))]);
         rv.insert(
             TPM_PCR09.into(),
             vec![hex::encode(tpm::pcr9(cmdline, initrd_bytes.as_deref()))],

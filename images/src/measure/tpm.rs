@@ -2,8 +2,11 @@
 //!
 //! PCR 9 after a QEMU direct kernel boot through OVMF: OVMF measures the load options it
 //! hands the kernel (UTF-16LE command line, plus `" initrd=initrd"` when QEMU supplied an
-//! initrd, NUL-terminated) and then the initrd bytes. PCR 4 also needs the Authenticode
-//! hash of the kernel as QEMU patched it in memory, which is not computed yet.
+//! initrd, NUL-terminated) and then the initrd bytes.
+//! PCR 4: the Authenticode hash of the kernel as QEMU patched it, then the
+//! "Calling EFI Application from Boot Option" action, then the separator.
+//! Both sequences were read from a real OVMF + swtpm boot's event log and are checked
+//! against a booted VM's PCRs in `tests/vm`.
 
 use sha2::{Digest, Sha256};
 
@@ -19,6 +22,16 @@ pub fn fold(digests: &[[u8; 32]]) -> [u8; 32] {
         r = h.finalize().into();
     }
     r
+}
+
+/// PCR 4 after a direct kernel boot, given the kernel's Authenticode SHA-256 (of the
+/// image as QEMU patched it: see [`super::authenticode::DirectBoot`]).
+pub fn pcr4(kernel_authenticode: [u8; 32]) -> [u8; 32] {
+    fold(&[
+        kernel_authenticode,
+        Sha256::digest(b"Calling EFI Application from Boot Option").into(),
+        Sha256::digest([0u8; 4]).into(),
+    ])
 }
 
 /// PCR 9 after a direct kernel boot with this command line and initrd.

@@ -23,9 +23,12 @@ for d in /dev/vd?; do
     echo "COCO:disk:${d#/dev/}:$($bb cat /sys/block/${d#/dev/}/size):$($bb head -c 8 "$d" | $bb tr -c 'a-z' '.')"
 done
 
-# TPM (swtpm on the host): its PCR 0 as the kernel reads it.
+# TPM (swtpm on the host): version and the PCRs a direct kernel boot measures.
 if [ -e /sys/class/tpm/tpm0 ]; then
     echo "COCO:tpm:$($bb cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null)"
+    for i in 4 9; do
+        echo "COCO:pcr:$i:$($bb cat /sys/class/tpm/tpm0/pcr-sha256/$i 2>/dev/null)"
+    done
 fi
 
 # Network (slirp): GET /v2/ from a host loopback service through 10.0.2.2

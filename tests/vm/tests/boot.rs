@@ -110,3 +110,41 @@ fn vsock_round_trip_through_vhost_device_vsock_with_swtpm() {
     vm.wait_for_serial("COCO:booted", BOOT_TIMEOUT).unwrap();
     assert!(vm.serial().contains("COCO:tpm:2"), "{}", vm.serial());
 }
+
+#[test]
+fn ovmf_swtpm_direct_boot_pcrs_equal_the_computed_reference_values() {
+    use coco_image::measure::{self, MeasureConfig};
+    let ovmf = std::path::Path::new("/usr/share/ovmf/OVMF.fd");
+    assert!(
+        ovmf.is_file(),
+        "OVMF missing: run scripts/setup-vm-tools.sh"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let built = build_image(dir.path());
+    let mut cfg = VmConfig::new(built.kernel(), built.initrd(), CMDLINE);
+    cfg.firmware = vm_tests::Firmware::Ovmf(ovmf.to_path_buf());
+    cfg.tpm = true;
+    let vm = Vm::start(&cfg, HARD_TIMEOUT).unwrap();
+    vm.wait_for_serial("COCO:booted", BOOT_TIMEOUT).unwrap();
+    let serial = vm.serial();
+    let pcr = |i: u32| -> String {
+        let tag = format!("COCO:pcr:{i}:");
+        let line = serial
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(tag.as_str()).map(str::to_string))
+            .unwrap_or_else(|| panic!("no PCR {i} on the console:\n{serial}"));
+        line.to_lowercase()
+    };
+    // Same machine type and RAM as the VM above (QEMU's defaults in VmConfig).
+    let mc = MeasureConfig {
+        tpm: true,
+        direct_boot: measure::authenticode::DirectBoot {
+            machine: measure::authenticode::Machine::Pc,
+            ram_mib: u64::from(cfg.memory_mib),
+        },
+        ..Default::default()
+    };
+    let rv = measure::reference_values(&built.kernel(), &built.initrd(), CMDLINE, &mc).unwrap();
+    assert_eq!(rv[measure::TPM_PCR09], [pcr(9)], "PCR 9 (cmdline + initrd)");
+    assert_eq!(rv[measure::TPM_PCR04], [pcr(4)], "PCR 4 (patched kernel)");
+}
