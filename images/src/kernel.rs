@@ -98,21 +98,23 @@ pub fn resolve_package(name: &str) -> Result<(String, String), KernelError> {
 /// Downloads (once) and unpacks the kernel package; cached by package and version.
 pub fn fetch_package(name: &str, cache: &Path) -> Result<KernelTree, KernelError> {
     let (pkg, version) = resolve_package(name)?;
-    let dir = cache.join("kernel").join(format!("{pkg}_{version}"));
-    let done = dir.join(".complete");
-    if !done.exists() {
-        // Download into a scratch dir, then rename: a crash never leaves a half cache.
-        let tmp = cache.join("kernel").join(format!(".{pkg}_{version}.tmp"));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    let parent = cache.join("kernel");
+    let dir = parent.join(format!("{pkg}_{version}"));
+    if !dir.join(".complete").exists() {
+        std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+        // Download into a private scratch dir, then rename: a crash never leaves a
+        // half cache, and concurrent builds (parallel tests) never share a scratch dir.
+        let tmp = tempfile::Builder::new()
+            .prefix(".download-")
+            .tempdir_in(&parent)
+            .map_err(io_err(&parent))?;
         tracing::info!(%pkg, %version, "downloading kernel package");
         run(Command::new("apt-get")
             .args(["download", &format!("{pkg}={version}")])
-            .current_dir(&tmp))?;
-        std::fs::write(tmp.join(".complete"), format!("{pkg} {version}\n"))
-            .map_err(io_err(&tmp))?;
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
+            .current_dir(tmp.path()))?;
+        std::fs::write(tmp.path().join(".complete"), format!("{pkg} {version}\n"))
+            .map_err(io_err(tmp.path()))?;
+        publish(tmp, &dir, ".complete")?;
     }
     let deb = std::fs::read_dir(&dir)
         .map_err(io_err(&dir))?
@@ -126,18 +128,53 @@ pub fn fetch_package(name: &str, cache: &Path) -> Result<KernelTree, KernelError
 /// Unpacks a kernel `.deb` (once) and generates its `modules.dep` with `depmod -b`
 /// (Debian generates it in postinst, so the package itself has none).
 pub fn unpack_deb(deb: &Path, root: &Path) -> Result<KernelTree, KernelError> {
-    let marker = root.join(".unpacked");
-    if !marker.exists() {
-        let _ = std::fs::remove_dir_all(root);
-        std::fs::create_dir_all(root).map_err(io_err(root))?;
-        run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(root))?;
-        let release = find_release(root)?;
-        run(Command::new("depmod").arg("-b").arg(root).arg(&release))?;
-        std::fs::write(&marker, b"").map_err(io_err(root))?;
+    if !root.join(".unpacked").exists() {
+        let parent = root
+            .parent()
+            .ok_or_else(|| KernelError::Layout(format!("{} has no parent", root.display())))?;
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".unpack-")
+            .tempdir_in(parent)
+            .map_err(io_err(parent))?;
+        run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(tmp.path()))?;
+        let release = find_release(tmp.path())?;
+        run(Command::new("depmod")
+            .arg("-b")
+            .arg(tmp.path())
+            .arg(&release))?;
+        std::fs::write(tmp.path().join(".unpacked"), b"").map_err(io_err(tmp.path()))?;
+        publish(tmp, root, ".unpacked")?;
     }
     let mut tree = open_tree(root)?;
     tree.deb = Some(deb.to_path_buf());
     Ok(tree)
+}
+
+/// Moves a finished scratch dir into place. If another process got there first (its
+/// `marker` exists), ours is discarded; an unfinished leftover is replaced.
+fn publish(tmp: tempfile::TempDir, dest: &Path, marker: &str) -> Result<(), KernelError> {
+    if dest.join(marker).exists() {
+        return Ok(()); // tmp is removed on drop
+    }
+    if dest.exists() {
+        let _ = std::fs::remove_dir_all(dest);
+    }
+    let path = tmp.keep();
+    match std::fs::rename(&path, dest) {
+        Ok(()) => Ok(()),
+        Err(_) if dest.join(marker).exists() => {
+            let _ = std::fs::remove_dir_all(&path);
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&path);
+            Err(KernelError::Io {
+                path: dest.to_path_buf(),
+                source: e,
+            })
+        }
+    }
 }
 
 /// Opens an already unpacked kernel tree (`boot/vmlinuz-*` + `lib/modules/*`).
