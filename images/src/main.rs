@@ -35,12 +35,14 @@ enum Cmd {
     ///     --binary coco-agent=target/release/coco-agent --busybox /bin/busybox \
     ///     --pause-bundle --module vsock --module vmw_vsock_virtio_transport \
     ///     --module virtio_blk --out out/
+    #[command(verbatim_doc_comment)]
     Build(BuildArgs),
     /// Compute reference values for a built image (reads --image DIR).
     ///
     /// Example:
     ///   coco-image measure --image out/ --snp-ovmf OVMF-AmdSev.fd --vcpus 1,2,4 \
     ///     --tdx-ovmf /usr/share/ovmf/OVMF.fd --tpm --out out/reference-values.json
+    #[command(verbatim_doc_comment)]
     Measure(MeasureArgs),
     /// Write an initdata disk image from a TOML file (for the VM's initdata drive).
     Initdata {

@@ -77,7 +77,18 @@ pub fn launch_digest(l: &SnpLaunch) -> Result<[u8; 48], MeasureError> {
         ovmf_hash_str: None,
         vmm_type: Some(vmm),
     };
-    let ld = snp_calc_launch_digest(args).map_err(|e| MeasureError::Snp(e.to_string()))?;
+    let ld = snp_calc_launch_digest(args).map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains("SNP_KERNEL_HASHES") {
+            MeasureError::Snp(format!(
+                "{msg}: {} is not an AmdSev OVMF build (Debian's OVMF.fd has no kernel-hashes \
+                 section); use an OvmfPkg/AmdSev build",
+                l.ovmf.display()
+            ))
+        } else {
+            MeasureError::Snp(msg)
+        }
+    })?;
     let hex = ld.get_hex_ld();
     let bytes = hex::decode(&hex).map_err(|e| MeasureError::Snp(e.to_string()))?;
     bytes

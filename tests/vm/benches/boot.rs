@@ -9,7 +9,7 @@ use anyhow::Context;
 use std::time::Duration;
 
 use vm_tests::image::{cloud_kernel, TestImage, CMDLINE};
-use vm_tests::{Vm, VmConfig};
+use vm_tests::{Firmware, Vm, VmConfig};
 
 fn main() -> anyhow::Result<()> {
     // `cargo test --benches` runs this with no --bench flag: do nothing then.
@@ -35,21 +35,34 @@ fn main() -> anyhow::Result<()> {
         built.push((*name, b));
     }
 
-    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); built.len()];
+    // Rows: (label, image index, firmware). OVMF (the measured-boot firmware) only for
+    // our image, when installed.
+    let ovmf = Path::new("/usr/share/ovmf/OVMF.fd");
+    let mut rows: Vec<(&str, usize, Firmware)> = vec![
+        ("coco, SeaBIOS", 0, Firmware::SeaBios),
+        ("bare, SeaBIOS", 1, Firmware::SeaBios),
+    ];
+    if ovmf.is_file() {
+        rows.push(("coco, OVMF", 0, Firmware::Ovmf(ovmf.to_path_buf())));
+    }
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); rows.len()];
     for _ in 0..runs {
-        for (i, (_, b)) in built.iter().enumerate() {
-            let cfg = VmConfig::new(b.kernel(), b.initrd(), CMDLINE);
+        for (r, (_, i, fw)) in rows.iter().enumerate() {
+            let b = &built[*i].1;
+            let mut cfg = VmConfig::new(b.kernel(), b.initrd(), CMDLINE);
+            cfg.firmware = fw.clone();
             let vm = Vm::start(&cfg, Duration::from_secs(240))?;
             let t = vm.wait_for_serial("COCO:booted", Duration::from_secs(180))?;
-            times[i].push(t);
+            times[r].push(t);
         }
     }
     println!(
         "\n{:<18} {:>12} {:>12} {:>10} {:>10} {:>10}",
         "image", "initrd B", "cpio B", "min s", "median s", "max s"
     );
-    for (i, (name, b)) in built.iter().enumerate() {
-        let mut t = times[i].clone();
+    for (r, (name, i, _)) in rows.iter().enumerate() {
+        let b = &built[*i].1;
+        let mut t = times[r].clone();
         t.sort();
         println!(
             "{:<18} {:>12} {:>12} {:>10.2} {:>10.2} {:>10.2}",
@@ -62,7 +75,8 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "({runs} boots each, accel {:?}, SeaBIOS, 1 vCPU, 512 MiB; time = QEMU start to marker)",
+        "({runs} boots each, accel {:?}, 1 vCPU, 512 MiB; time = QEMU start to marker; \
+         coco = modules + vsock probe + pause bundle, bare = busybox + /init)",
         vm_tests::Accel::from_env()
     );
     Ok(())
