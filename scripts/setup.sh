@@ -8,8 +8,8 @@ PACKAGES=(
   pkg-config libtss2-dev swtpm swtpm-tools tpm2-tools
   # Image tests: a real registry and the 2021-era tools we compare against.
   docker-registry skopeo umoci runc busybox-static
-  # Demo: TLS certificates.
-  openssl
+  # Demo and image tests: TLS certificates, GNU time for the pull benchmark.
+  openssl time
 )
 
 missing=()
@@ -27,4 +27,8 @@ fi
 if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
   systemctl stop docker-registry || true
 fi
+# VM tests (QEMU, firmware, vhost-device-vsock built once and cached) and the
+# launch-measurement cross-check (pinned sev-snp-measure in a venv).
+"$(dirname "$0")/setup-vm-tools.sh"
+"$(dirname "$0")/setup-measure-tools.sh"
 echo "setup: ok"

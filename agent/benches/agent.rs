@@ -119,7 +119,7 @@ fn main() {
         let work = tempfile::tempdir().unwrap();
         let reg = Registry::start().await;
         let image = push_busybox(&reg, work.path()).await;
-        let ta = TestAgent::start(ALLOW_ALL_POLICY).await;
+        let ta = TestAgent::start_with(ALLOW_ALL_POLICY, std::slice::from_ref(&reg.addr)).await;
         let (c, _) = ta.clients().await;
         c.create_sandbox(ctx(), &agent::CreateSandboxRequest::new()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;

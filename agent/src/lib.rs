@@ -7,6 +7,7 @@
 pub mod cgroups;
 pub mod config;
 pub mod copyfile;
+pub mod guest_pull;
 pub mod host;
 pub mod image;
 pub mod init;

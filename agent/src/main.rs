@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use coco_agent::config::{parse_policy, AgentConfig, FileConfig, PolicySource};
 use coco_agent::host::SystemHost;
 use coco_agent::init::{self, AttesterConfig};
@@ -24,6 +24,10 @@ use coco_agent::storage;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    kbs: KbsArgs,
     /// Listen address: `vsock://-1:PORT` or `unix://PATH`.
     #[arg(long)]
     server_addr: Option<String>,
@@ -68,6 +72,67 @@ struct Cli {
     attester_socket: Option<PathBuf>,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Container images, as the agent pulls them for pods.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Pull, verify, decrypt and unpack an image into a root file system.
+    ///
+    /// Example: coco-agent image pull registry:5000/app:1 --rootfs /tmp/app
+    ///   --insecure-registry registry:5000 --kbs-url https://kbs:8080 --kbs-cert ca.pem
+    Pull(image_mgmt::cli::PullArgs),
+}
+
+/// Where keys for encrypted images come from.
+#[derive(Debug, clap::Args)]
+struct KbsArgs {
+    /// KBS base URL; keys for encrypted images are fetched from it after
+    /// attestation. Default: `[token_configs.kbs] url` of the initdata aa.toml.
+    #[arg(long, global = true)]
+    kbs_url: Option<String>,
+    /// PEM CA certificate of the KBS.
+    #[arg(long, global = true)]
+    kbs_cert: Option<PathBuf>,
+    /// Evidence source: auto (detect SNP/TDX/TPM; fail without a TEE), sample
+    /// (development only, never trusted by default policies), snp, tdx, tpm.
+    #[arg(long, global = true, default_value = "auto")]
+    attester: String,
+}
+
+/// The attested KBS client used as key broker, if a KBS is configured.
+fn key_broker(
+    url: Option<String>,
+    ca_pem: Option<Vec<u8>>,
+    attester: &str,
+) -> anyhow::Result<Option<Arc<dyn image_mgmt::keybroker::KeyBroker>>> {
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    let kind: attester::detect::AttesterKind =
+        attester.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let attester = attester::detect::build(kind, &attester::detect::RealHost)?;
+    let client = attester::kbs_client::KbsClient::new(
+        &url,
+        Arc::from(attester),
+        attester::kbs_client::ClientOptions {
+            ca_pem,
+            ..Default::default()
+        },
+    )?;
+    Ok(Some(Arc::new(client)))
+}
+
+fn read_ca(path: &Option<PathBuf>) -> anyhow::Result<Option<Vec<u8>>> {
+    path.as_ref()
+        .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+        .transpose()
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -77,6 +142,14 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Some(Command::Image(ImageCommand::Pull(args))) = cli.command {
+        let broker = key_broker(
+            cli.kbs.kbs_url,
+            read_ca(&cli.kbs.kbs_cert)?,
+            &cli.kbs.attester,
+        )?;
+        return tokio::runtime::Runtime::new()?.block_on(image_mgmt::cli::run_pull(args, broker));
+    }
     let init_mode = cli.init || std::process::id() == 1;
     if init_mode {
         init::mount_basics().context("mounting basic filesystems")?;
@@ -147,6 +220,8 @@ async fn run(cli: Cli, init_mode: bool) -> anyhow::Result<()> {
         Some(p) => Some(PathBuf::from(p)),
         None => None,
     };
+    let mut kbs_url = cli.kbs.kbs_url.clone();
+    let mut kbs_ca = read_ca(&cli.kbs.kbs_cert)?;
     if let Some(dev) = &initdata {
         let bytes = read_prefix(dev, (coco_agent::initdata::MAX_SIZE + 16) as usize)
             .with_context(|| format!("reading initdata {}", dev.display()))?;
@@ -155,7 +230,35 @@ async fn run(cli: Cli, init_mode: bool) -> anyhow::Result<()> {
             tracing::info!("policy from initdata");
             config.policy = PolicySource::Text(p.to_string());
         }
+        if let Some((url, cert)) = data
+            .data
+            .get("aa.toml")
+            .and_then(|t| coco_agent::guest_pull::kbs_from_aa_toml(t))
+        {
+            kbs_url.get_or_insert(url);
+            if kbs_ca.is_none() {
+                kbs_ca = cert.map(String::into_bytes);
+            }
+        }
     }
+    // Keys for encrypted images: only from an attested KBS. Without a TEE (and
+    // no explicit `sample`) there is no broker, and encrypted pulls fail closed.
+    let broker = match key_broker(kbs_url, kbs_ca, &cli.kbs.attester) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("no key broker, encrypted images cannot be pulled: {e:#}");
+            None
+        }
+    };
+    let images: Arc<dyn coco_agent::image::ImageService> =
+        Arc::new(coco_agent::guest_pull::GuestPull::new(
+            image_mgmt::PullOptions {
+                // Below the state dir: on the encrypted ephemeral storage.
+                store_dir: config.state_dir.join("image-store"),
+                ..Default::default()
+            },
+            broker,
+        ));
     let policy = match &config.policy {
         PolicySource::Confidential => Policy::new(CONFIDENTIAL_POLICY)?,
         PolicySource::AllowAll => {
@@ -185,12 +288,11 @@ async fn run(cli: Cli, init_mode: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.runc_root)?;
     let runtime = Arc::new(Runc::new(config.runc.clone(), config.runc_root.clone()));
     let addr = config.server_addr.clone();
-    // Image pulling is wired in by the image-management library (see README).
     let agent = Arc::new(Agent::new(
         config,
         Arc::new(policy),
         runtime,
-        None,
+        Some(images),
         Arc::new(RtNetlink),
         Arc::new(SystemHost::new(init_mode)),
     ));

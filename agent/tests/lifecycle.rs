@@ -65,7 +65,7 @@ async fn full_pod_lifecycle_with_runc_and_registry() {
     let work = tempfile::tempdir().unwrap();
     let reg = Registry::start().await;
     let image = push_busybox(&reg, work.path()).await;
-    let ta = TestAgent::start(ALLOW_ALL_POLICY).await;
+    let ta = TestAgent::start_with(ALLOW_ALL_POLICY, std::slice::from_ref(&reg.addr)).await;
     let (c, h) = ta.clients().await;
 
     let hc = h.check(ctx(), &health::CheckRequest::new()).await.unwrap();
@@ -321,7 +321,7 @@ async fn oom_kill_is_reported_by_get_oom_event() {
     let work = tempfile::tempdir().unwrap();
     let reg = Registry::start().await;
     let image = push_busybox(&reg, work.path()).await;
-    let ta = TestAgent::start(ALLOW_ALL_POLICY).await;
+    let ta = TestAgent::start_with(ALLOW_ALL_POLICY, std::slice::from_ref(&reg.addr)).await;
     let (c, _) = ta.clients().await;
     c.create_sandbox(ctx(), &agent::CreateSandboxRequest::new())
         .await

@@ -14,6 +14,15 @@ pub trait KeyBroker: Send + Sync + std::fmt::Debug {
     async fn resource(&self, path: &str) -> Result<Zeroizing<Vec<u8>>, BrokerError>;
 }
 
+/// The attested KBS client: resources come from the KBS after RCAR attestation
+/// (token reused until it expires, JWE decrypted with the TEE key).
+#[async_trait::async_trait]
+impl KeyBroker for attester::kbs_client::KbsClient {
+    async fn resource(&self, path: &str) -> Result<Zeroizing<Vec<u8>>, BrokerError> {
+        Ok(self.get_resource(path).await?)
+    }
+}
+
 /// Turns `kbs:///repo/type/tag` (or `kbs://host/repo/type/tag`) into
 /// `repo/type/tag`, refusing anything that is not exactly three safe parts.
 pub fn kbs_resource_path(uri: &str) -> crate::Result<String> {

@@ -204,7 +204,8 @@ fn tls_config(kbs: &Kbs) -> Result<Option<Arc<rustls::ServerConfig>>, KbsError> 
     Ok(Some(Arc::new(cfg)))
 }
 
-/// Bind, print the address, and serve until `shutdown` resolves.
+/// Bind `listen` from the config, print the address, and serve until
+/// `shutdown` resolves.
 pub async fn serve(
     kbs: Arc<Kbs>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -212,6 +213,17 @@ pub async fn serve(
     let addr = kbs.config.listen;
     let listener =
         std::net::TcpListener::bind(addr).map_err(|source| KbsError::Listen { addr, source })?;
+    serve_listener(kbs, listener, shutdown).await
+}
+
+/// Serve on an already bound listener (embedders and tests that need the
+/// port before the server runs).
+pub async fn serve_listener(
+    kbs: Arc<Kbs>,
+    listener: std::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), KbsError> {
+    let addr = kbs.config.listen;
     let local = listener
         .local_addr()
         .map_err(|source| KbsError::Listen { addr, source })?;

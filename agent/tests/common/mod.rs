@@ -3,22 +3,18 @@
 //! on a unix socket driving real runc.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use coco_agent::config::AgentConfig;
 use coco_agent::host::SystemHost;
-use coco_agent::image::{ImageConfig, ImageError, ImageService};
 use coco_agent::netlink::RtNetlink;
 use coco_agent::policy::Policy;
 use coco_agent::process::run_command;
 use coco_agent::protocols::{agent, agent_ttrpc, health_ttrpc, oci};
 use coco_agent::rpc::Agent;
 use coco_agent::runtime::Runc;
-use tokio::sync::Mutex;
 
 /// Runs a command through the agent's reaper and fails loudly.
 pub async fn sh(cmd: &str, args: &[&str]) -> Vec<u8> {
@@ -182,92 +178,6 @@ pub async fn push_busybox(reg: &Registry, work: &Path) -> String {
     r
 }
 
-/// Dev-only image service: `skopeo copy` into a local OCI layout (the cache), then
-/// `umoci raw unpack`. The real image library replaces this in the guest.
-#[derive(Debug)]
-pub struct SkopeoPuller {
-    pub cache: PathBuf,
-    cached: Mutex<HashMap<String, ()>>,
-}
-
-impl SkopeoPuller {
-    pub fn new(cache: PathBuf) -> Self {
-        Self {
-            cache,
-            cached: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-fn tag_of(image_ref: &str) -> String {
-    image_ref
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
-}
-
-#[async_trait]
-impl ImageService for SkopeoPuller {
-    async fn pull(
-        &self,
-        image_ref: &str,
-        _metadata: &serde_json::Value,
-        rootfs: &Path,
-    ) -> Result<ImageConfig, ImageError> {
-        let err = |reason: String| ImageError::Pull {
-            image: image_ref.to_string(),
-            reason,
-        };
-        let tag = tag_of(image_ref);
-        let layout = self.cache.join("layout");
-        let image = format!("{}:{tag}", layout.display());
-        let mut cached = self.cached.lock().await;
-        if !cached.contains_key(&tag) {
-            std::fs::create_dir_all(&self.cache).map_err(|e| err(e.to_string()))?;
-            let mut c = Command::new("skopeo");
-            c.args(["copy", "--src-tls-verify=false"])
-                .arg(format!("docker://{image_ref}"))
-                .arg(format!("oci:{image}"));
-            let out = run_command(c, None).await.map_err(|e| err(e.to_string()))?;
-            if out.status != 0 {
-                return Err(err(String::from_utf8_lossy(&out.stderr).into()));
-            }
-            cached.insert(tag.clone(), ());
-        }
-        drop(cached);
-        // umoci wants to create the rootfs itself.
-        let _ = std::fs::remove_dir(rootfs);
-        let mut c = Command::new("umoci");
-        c.args(["raw", "unpack", "--image", &image]).arg(rootfs);
-        let out = run_command(c, None).await.map_err(|e| err(e.to_string()))?;
-        if out.status != 0 {
-            return Err(err(String::from_utf8_lossy(&out.stderr).into()));
-        }
-        let read = |p: PathBuf| -> Result<serde_json::Value, ImageError> {
-            let b = std::fs::read(&p).map_err(|e| err(format!("{}: {e}", p.display())))?;
-            serde_json::from_slice(&b).map_err(|e| err(e.to_string()))
-        };
-        let blob = |digest: &str| {
-            layout
-                .join("blobs/sha256")
-                .join(digest.trim_start_matches("sha256:"))
-        };
-        let index = read(layout.join("index.json"))?;
-        let manifest = index["manifests"]
-            .as_array()
-            .and_then(|m| {
-                m.iter()
-                    .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag.as_str())
-            })
-            .ok_or_else(|| err("tag not in layout".into()))?;
-        let manifest = read(blob(manifest["digest"].as_str().unwrap_or_default()))?;
-        let config = read(blob(
-            manifest["config"]["digest"].as_str().unwrap_or_default(),
-        ))?;
-        Ok(ImageConfig::from_oci_config(&config))
-    }
-}
-
 /// An agent served in-process on a unix socket, with real runc.
 pub struct TestAgent {
     pub dir: tempfile::TempDir,
@@ -278,6 +188,12 @@ pub struct TestAgent {
 
 impl TestAgent {
     pub async fn start(policy: &str) -> TestAgent {
+        Self::start_with(policy, &[]).await
+    }
+
+    /// An agent whose guest pull (the real image library) may speak plain
+    /// HTTP to `insecure_registries` (`host:port`).
+    pub async fn start_with(policy: &str, insecure_registries: &[String]) -> TestAgent {
         let dir = tempfile::tempdir().unwrap();
         let pause = dir.path().join("pause");
         busybox_rootfs(&pause.join("rootfs"));
@@ -302,7 +218,12 @@ impl TestAgent {
         };
         std::fs::create_dir_all(&config.runc_root).unwrap();
         let runtime = Arc::new(Runc::new("runc", config.runc_root.clone()));
-        let images = Arc::new(SkopeoPuller::new(dir.path().join("cache")));
+        let mut pull = image_mgmt::PullOptions {
+            store_dir: dir.path().join("state/image-store"),
+            ..Default::default()
+        };
+        pull.registry.insecure_registries = insecure_registries.to_vec();
+        let images = Arc::new(coco_agent::guest_pull::GuestPull::new(pull, None));
         let agent = Arc::new(Agent::new(
             config,
             Arc::new(Policy::new(policy).unwrap()),
