@@ -240,24 +240,7 @@ async fn evidence_and_nonces_replayed_across_sessions_are_rejected() {
     );
 
     // Without any session cookie.
-    let fresh = reqwest::Client::builder()
-        .tls_backend_preconfigured(
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates({
-                let mut r = rustls::RootCertStore::empty();
-                for cert in rustls_pemfile::certs(&mut &kbs.ca_pem[..]) {
-                    r.add(cert.unwrap()).unwrap();
-                }
-                r
-            })
-            .with_no_client_auth(),
-        )
-        .build()
-        .unwrap();
+    let fresh = kbs.http_with_cookies(false);
     let s = fresh
         .post(format!("{}/kbs/v0/attest", kbs.url))
         .body(attestation(&nonce_c, &nonce_c, &key).to_string())
@@ -297,24 +280,8 @@ async fn expired_session_is_rejected() {
         .unwrap()
         .to_owned();
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let r = reqwest::Client::builder()
-        .tls_backend_preconfigured(
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates({
-                let mut roots = rustls::RootCertStore::empty();
-                for c in rustls_pemfile::certs(&mut &kbs.ca_pem[..]) {
-                    roots.add(c.unwrap()).unwrap();
-                }
-                roots
-            })
-            .with_no_client_auth(),
-        )
-        .build()
-        .unwrap()
+    let r = kbs
+        .http_with_cookies(false)
         .post(format!("{}/kbs/v0/attest", kbs.url))
         .header("cookie", cookie)
         .body(attestation(&nonce, &nonce, &key).to_string())

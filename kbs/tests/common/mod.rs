@@ -141,21 +141,30 @@ impl KbsProcess {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
-    pub fn http(&self) -> reqwest::Client {
+    /// rustls client config trusting the test CA.
+    pub fn tls_client_config(&self) -> rustls::ClientConfig {
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pemfile::certs(&mut &self.ca_pem[..]) {
             roots.add(c.unwrap()).unwrap();
         }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_no_client_auth()
+    }
+
+    /// An HTTPS client with a cookie jar (as RCAR clients use).
+    pub fn http(&self) -> reqwest::Client {
+        self.http_with_cookies(true)
+    }
+
+    pub fn http_with_cookies(&self, cookies: bool) -> reqwest::Client {
         reqwest::Client::builder()
-            .cookie_store(true)
-            .tls_backend_preconfigured(tls)
+            .cookie_store(cookies)
+            .tls_backend_preconfigured(self.tls_client_config())
             .build()
             .unwrap()
     }
@@ -165,17 +174,7 @@ impl KbsProcess {
     /// normalization; returns the status code.
     pub async fn raw_request(&self, request_head: &str, body: &str) -> u16 {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile::certs(&mut &self.ca_pem[..]) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let cfg = self.tls_client_config();
         let addr = self
             .url
             .trim_start_matches("https://")
