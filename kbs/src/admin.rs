@@ -93,8 +93,7 @@ pub async fn set_resource(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     authorize(&kbs, &headers)?;
-    let path = ResourcePath::parse(&path)
-        .map_err(|e| ApiError::bad_request("InvalidResourcePath", e.to_string()))?;
+    let path = ResourcePath::parse(&path)?;
     let store = kbs.store.clone();
     let p = path.clone();
     blocking(move || {
@@ -114,8 +113,7 @@ pub async fn delete_resource(
     Path(path): Path<String>,
 ) -> Result<Response, ApiError> {
     authorize(&kbs, &headers)?;
-    let path = ResourcePath::parse(&path)
-        .map_err(|e| ApiError::bad_request("InvalidResourcePath", e.to_string()))?;
+    let path = ResourcePath::parse(&path)?;
     let store = kbs.store.clone();
     let p = path.clone();
     let existed =
@@ -206,9 +204,12 @@ pub async fn set_attestation_policy(
             format!("policy type `{}` is not supported (rego)", req.kind),
         ));
     }
-    ResourcePath::parse(&format!("a/b/{}", req.policy_id)).map_err(|_| {
-        ApiError::bad_request("InvalidPolicy", "policy_id: letters, digits, '.', '_', '-'")
-    })?;
+    if !crate::storage::is_safe_segment(&req.policy_id) {
+        return Err(ApiError::bad_request(
+            "InvalidPolicy",
+            "policy_id: letters, digits, '.', '_', '-', not starting with '.'",
+        ));
+    }
     let rego = decode_policy(&req.policy)?;
     let k = kbs.clone();
     blocking(move || {

@@ -58,3 +58,9 @@ impl IntoResponse for ApiError {
         (self.status, Json(body)).into_response()
     }
 }
+
+impl From<crate::storage::PathError> for ApiError {
+    fn from(e: crate::storage::PathError) -> Self {
+        Self::bad_request("InvalidResourcePath", e.to_string())
+    }
+}

@@ -259,8 +259,7 @@ pub async fn resource(
     headers: HeaderMap,
     Path(path): Path<String>,
 ) -> Result<Response, ApiError> {
-    let path = ResourcePath::parse(&path)
-        .map_err(|e| ApiError::bad_request("InvalidResourcePath", e.to_string()))?;
+    let path = ResourcePath::parse(&path)?;
     let claims = caller_claims(&kbs, &headers)?;
     let data = json!({"resource-path": path.to_string(), "plugin": "resource"});
     let allowed = kbs

@@ -33,17 +33,8 @@ impl ResourcePath {
         if segs.len() != 3 {
             return Err(PathError::Segments(segs.len()));
         }
-        for s in &segs {
-            let ok = !s.is_empty()
-                && s.len() <= 128
-                && *s != "."
-                && *s != ".."
-                && !s.starts_with('.')
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-            if !ok {
-                return Err(PathError::Segment((*s).to_owned()));
-            }
+        if let Some(bad) = segs.iter().find(|s| !is_safe_segment(s)) {
+            return Err(PathError::Segment((*bad).to_owned()));
         }
         Ok(Self {
             repo: segs[0].to_owned(),
@@ -51,6 +42,16 @@ impl ResourcePath {
             tag: segs[2].to_owned(),
         })
     }
+}
+
+/// A name usable as one path component: letters, digits, `.`, `_`, `-`; not
+/// empty, not hidden (so never `.` or `..`), at most 128 bytes.
+pub fn is_safe_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 impl fmt::Display for ResourcePath {
@@ -118,9 +119,11 @@ impl FsStore {
                 .join(&p.tag),
             Key::ResourcePolicy => self.root.join("policies/resource.rego"),
             Key::AttestationPolicy(id) => {
-                // Same alphabet as resource segments.
-                ResourcePath::parse(&format!("a/b/{id}"))
-                    .map_err(|e| StoreError::InvalidKey(e.to_string()))?;
+                if !is_safe_segment(id) {
+                    return Err(StoreError::InvalidKey(format!(
+                        "attestation policy id `{id}`"
+                    )));
+                }
                 self.root.join(format!("policies/attestation/{id}.rego"))
             }
             Key::ReferenceValues => self.root.join("reference-values.json"),
