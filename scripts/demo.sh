@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/coco-target}"
+# Errors are part of the show; backtraces are not.
+export RUST_BACKTRACE=0
 
 step_start=0
 step() { step_start=$(date +%s%N); printf '\n== %s\n' "$*"; }
