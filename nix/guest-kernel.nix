@@ -1,10 +1,13 @@
 # nixpkgs' LTS kernel with what a confidential guest needs built in (no modules to
 # load before the root filesystem exists, and every byte of it is measured).
-{ lib, linuxPackages_6_6 }:
+{ lib, linuxPackages_6_12 }:
 
-linuxPackages_6_6.kernel.override {
+# 6.12 LTS: TSM_REPORTS (configfs-tsm, used by the attester) needs 6.7 or later.
+linuxPackages_6_12.kernel.override {
+  # Every option below must exist and take effect; a typo fails the build.
   ignoreConfigErrors = false;
-  structuredExtraConfig = with lib.kernel; {
+  # mkForce: nixpkgs' common config builds some of these as modules.
+  structuredExtraConfig = lib.mapAttrs (_: lib.mkForce) (with lib.kernel; {
     # SEV-SNP guest: memory encryption, /dev/sev-guest, TSM reports.
     AMD_MEM_ENCRYPT = yes;
     SEV_GUEST = yes;
@@ -19,7 +22,6 @@ linuxPackages_6_6.kernel.override {
     # Agent transport and devices.
     VSOCKETS = yes;
     VIRTIO_VSOCKETS = yes;
-    VIRTIO = yes;
     VIRTIO_PCI = yes;
     VIRTIO_BLK = yes;
     VIRTIO_NET = yes;
@@ -30,5 +32,5 @@ linuxPackages_6_6.kernel.override {
     DM_VERITY = yes;
     DM_INTEGRITY = yes;
     OVERLAY_FS = yes;
-  };
+  });
 }

@@ -16,10 +16,11 @@ let
         # keeps the grub build out of the closure.
         touch OvmfPkg/AmdSev/Grub/grub.efi
       '';
-      # Both builds produce one combined image (no separate VARS).
+      # Both builds produce one combined image (no separate VARS), which replaces
+      # nixpkgs' CODE/VARS split.
       postFixup = ''
         mkdir -p $fd/FV
-        cp Build/*/*/FV/OVMF.fd $fd/FV/${prefix}.fd
+        cp $out/FV/OVMF.fd $fd/FV/${prefix}.fd
       '';
     });
 in

@@ -1,6 +1,6 @@
 # Every Rust binary of the workspace from one Cargo.lock (all crates.io, no git
 # dependencies, so no outputHashes are needed).
-{ lib, rustPlatform, pkg-config, tpm2-tss, clang, llvmPackages, src }:
+{ lib, rustPlatform, pkg-config, tpm2-tss, src }:
 
 rustPlatform.buildRustPackage {
   pname = "coco";
@@ -13,10 +13,9 @@ rustPlatform.buildRustPackage {
   };
   cargoLock.lockFile = ../Cargo.lock;
 
-  nativeBuildInputs = [ pkg-config clang ];
-  buildInputs = [ tpm2-tss ];
   # tss-esapi-sys generates its bindings with bindgen.
-  LIBCLANG_PATH = "${llvmPackages.libclang.lib}/lib";
+  nativeBuildInputs = [ pkg-config rustPlatform.bindgenHook ];
+  buildInputs = [ tpm2-tss ];
 
   # Unit and integration tests need swtpm, runc, a registry and QEMU: they run in
   # the flake's checks, not in the package build.
