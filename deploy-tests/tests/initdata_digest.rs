@@ -16,7 +16,9 @@ fn deploy_toml() -> String {
 
 /// The digest each of the three implementations computes for `text`.
 fn digests(text: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-    let image = coco_image::initdata::Initdata::parse(text).unwrap().digest();
+    let image = coco_image::initdata::Initdata::parse(text)
+        .unwrap()
+        .digest();
     let jose = coco_jose::binding::parse_init_data("toml", text)
         .unwrap()
         .digest;
@@ -70,10 +72,9 @@ fn annotation_round_trips_to_the_bytes_everyone_hashes() {
 
 #[test]
 fn the_pod_manifest_carries_deploy_initdata_toml() {
-    let pod = std::fs::read_to_string(
-        deploy_tests::repo_root().join("deploy/confidential-pod.yaml"),
-    )
-    .unwrap();
+    let pod =
+        std::fs::read_to_string(deploy_tests::repo_root().join("deploy/confidential-pod.yaml"))
+            .unwrap();
     let v: serde_json::Value = serde_yaml::from_str(&pod).unwrap();
     let ann = v["metadata"]["annotations"]["io.katacontainers.config.hypervisor.cc_init_data"]
         .as_str()
@@ -100,7 +101,10 @@ fn all_three_refuse_the_same_bad_documents() {
         "version = \"0.1.0\"\nalgorithm = ",
     ] {
         assert!(coco_image::initdata::Initdata::parse(bad).is_err(), "{bad}");
-        assert!(coco_jose::binding::parse_init_data("toml", bad).is_err(), "{bad}");
+        assert!(
+            coco_jose::binding::parse_init_data("toml", bad).is_err(),
+            "{bad}"
+        );
         assert!(agent_initdata::Initdata::from_toml(bad).is_err(), "{bad}");
     }
 }

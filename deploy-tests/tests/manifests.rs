@@ -82,7 +82,9 @@ fn a_misspelled_field_is_rejected() {
     let nested = &documents(
         "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata:\n  name: x\nhandler: x\nscheduling:\n  nodeSelectr: {a: b}\n",
     )[0];
-    assert!(check(nested).unwrap_err().contains("scheduling.nodeSelectr"));
+    assert!(check(nested)
+        .unwrap_err()
+        .contains("scheduling.nodeSelectr"));
     let wrong_kind = &documents("apiVersion: v1\nkind: Pood\nmetadata: {name: p}\n")[0];
     assert!(check(wrong_kind).is_err());
 }
@@ -99,9 +101,20 @@ fn the_kbs_configmap_is_a_valid_kbs_config() {
     let keys: Vec<&str> = kbs_toml.keys().map(String::as_str).collect();
     for k in &keys {
         assert!(
-            ["listen", "insecure_http", "tls", "state_dir", "admin", "session", "token",
-             "rate_limit", "limits", "verifiers", "attestation_policy"]
-                .contains(k),
+            [
+                "listen",
+                "insecure_http",
+                "tls",
+                "state_dir",
+                "admin",
+                "session",
+                "token",
+                "rate_limit",
+                "limits",
+                "verifiers",
+                "attestation_policy"
+            ]
+            .contains(k),
             "unknown kbs.toml key {k}"
         );
     }
@@ -117,5 +130,8 @@ fn the_kbs_configmap_is_a_valid_kbs_config() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    assert_eq!(strip(cm["data"]["default-policy.rego"].as_str().unwrap()), strip(&policy));
+    assert_eq!(
+        strip(cm["data"]["default-policy.rego"].as_str().unwrap()),
+        strip(&policy)
+    );
 }

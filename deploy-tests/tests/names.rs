@@ -115,19 +115,38 @@ fn kata_configurations_exist_and_point_at_the_guest_image() {
             .parse()
             .unwrap_or_else(|e| panic!("{}: {e}", class.config));
         let q = cfg["hypervisor"]["qemu"].as_table().unwrap();
-        assert_eq!(q["kernel_params"].as_str(), Some(cmdline), "{name}: measured cmdline");
-        assert!(q["kernel"].as_str().unwrap().ends_with("/vmlinuz"), "{name}");
-        assert!(q["initrd"].as_str().unwrap().ends_with("/initrd.img"), "{name}");
+        assert_eq!(
+            q["kernel_params"].as_str(),
+            Some(cmdline),
+            "{name}: measured cmdline"
+        );
+        assert!(
+            q["kernel"].as_str().unwrap().ends_with("/vmlinuz"),
+            "{name}"
+        );
+        assert!(
+            q["initrd"].as_str().unwrap().ends_with("/initrd.img"),
+            "{name}"
+        );
         let (firmware, confidential) = match class.tee.as_str() {
             "snp" => ("OVMF-AmdSev.fd", true),
             "tdx" => ("OVMF-IntelTdx.fd", true),
             "none" => ("", false),
             other => panic!("{name}: unknown tee {other}"),
         };
-        assert!(q["firmware"].as_str().unwrap().ends_with(firmware), "{name}");
-        assert_eq!(q["confidential_guest"].as_bool(), Some(confidential), "{name}");
+        assert!(
+            q["firmware"].as_str().unwrap().ends_with(firmware),
+            "{name}"
+        );
         assert_eq!(
-            q.get("sev_snp_guest").and_then(|v| v.as_bool()).unwrap_or(false),
+            q["confidential_guest"].as_bool(),
+            Some(confidential),
+            "{name}"
+        );
+        assert_eq!(
+            q.get("sev_snp_guest")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
             class.tee == "snp",
             "{name}"
         );
@@ -145,17 +164,26 @@ fn readme_and_pod_use_the_same_class_names() {
     let readme = read("README.md");
     let classes = nix_classes();
     for name in classes.keys() {
-        assert!(readme.contains(name.as_str()), "README does not mention {name}");
+        assert!(
+            readme.contains(name.as_str()),
+            "README does not mention {name}"
+        );
     }
     // Every kata-coco-* name the README uses is a real class.
     for word in readme.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
         if word.starts_with("kata-coco-") {
-            assert!(classes.contains_key(word), "README names unknown class {word}");
+            assert!(
+                classes.contains_key(word),
+                "README names unknown class {word}"
+            );
         }
     }
     let pod: serde_json::Value =
         serde_yaml::from_str(&read("deploy/confidential-pod.yaml")).unwrap();
     let rc = pod["spec"]["runtimeClassName"].as_str().unwrap();
     assert!(classes.contains_key(rc), "{rc}");
-    assert_ne!(classes[rc].tee, "none", "the example pod must be confidential");
+    assert_ne!(
+        classes[rc].tee, "none",
+        "the example pod must be confidential"
+    );
 }

@@ -70,7 +70,13 @@ fn flake_lock_pins_a_real_looking_nixpkgs() {
     let nar = locked["narHash"].as_str().unwrap();
     let b64 = nar.strip_prefix("sha256-").unwrap();
     use base64::Engine as _;
-    assert_eq!(base64::engine::general_purpose::STANDARD.decode(b64).unwrap().len(), 32);
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap()
+            .len(),
+        32
+    );
     assert_eq!(lock["root"], "root");
     assert_eq!(lock["nodes"]["root"]["inputs"]["nixpkgs"], "nixpkgs");
 }
@@ -97,13 +103,19 @@ fn outputs_named_in_the_readme_exist_in_the_flake() {
     let flake = std::fs::read_to_string(root.join("flake.nix")).unwrap();
     let names = readme_outputs(&readme);
     for want in ["guest-image", "kbs"] {
-        assert!(names.iter().any(|n| n == want), "README must show .#{want}: {names:?}");
+        assert!(
+            names.iter().any(|n| n == want),
+            "README must show .#{want}: {names:?}"
+        );
     }
     for name in &names {
         let declared = flake
             .lines()
             .any(|l| l.trim_start().starts_with(&format!("{name} =")));
-        assert!(declared, "README uses .#{name} but flake.nix declares no {name}");
+        assert!(
+            declared,
+            "README uses .#{name} but flake.nix declares no {name}"
+        );
     }
     // The output sets the README's commands rely on.
     for attr in [
@@ -117,7 +129,10 @@ fn outputs_named_in_the_readme_exist_in_the_flake() {
     }
     if readme.contains("nixosModules.") {
         for m in ["kbs", "node"] {
-            assert!(flake.contains(&format!("{m} = import ./nix/")), "nixosModules.{m}");
+            assert!(
+                flake.contains(&format!("{m} = import ./nix/")),
+                "nixosModules.{m}"
+            );
         }
     }
 }

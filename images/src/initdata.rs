@@ -215,7 +215,9 @@ mod tests {
         let d = Initdata::parse(DOC).unwrap();
         let a = d.to_annotation().unwrap();
         assert_eq!(a, d.to_annotation().unwrap(), "deterministic");
-        let gz = base64::engine::general_purpose::STANDARD.decode(&a).unwrap();
+        let gz = base64::engine::general_purpose::STANDARD
+            .decode(&a)
+            .unwrap();
         let mut text = String::new();
         flate2::read::GzDecoder::new(gz.as_slice())
             .read_to_string(&mut text)
