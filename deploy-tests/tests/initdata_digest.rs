@@ -1,6 +1,8 @@
 //! The initdata digest printed by the annotation generator (`coco-image annotation`)
 //! equals the one the KBS/attester (`coco_jose::binding`) and the guest agent compute.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use base64::Engine as _;
 use std::io::Read as _;
 

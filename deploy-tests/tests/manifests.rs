@@ -2,6 +2,8 @@
 //! is dropped on the way (k8s-openapi ignores unknown fields, so a typo such as
 //! `runtimeClasName` would otherwise pass silently).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde::de::DeserializeOwned;
 use serde::Deserialize as _;
 use serde::Serialize;

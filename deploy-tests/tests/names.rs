@@ -2,6 +2,8 @@
 //! the NixOS module (nix/runtime-classes.nix, nix/node.nix) and the README, and the
 //! measured kernel command line is the same everywhere it is written.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 
 use serde::Deserialize as _;

@@ -2,6 +2,8 @@
 //! tells users to build or run are declared in flake.nix. nixpkgs cannot be fetched
 //! here, so evaluation itself is not attempted.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::Command;
 
