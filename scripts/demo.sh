@@ -6,7 +6,8 @@
 # hardware protection.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
+# COCO_BIN_DIR: prebuilt kbs/kbs-client (e.g. `nix run .#demo`); skips setup and build.
+[ -n "${COCO_BIN_DIR:-}" ] || ./scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/coco-target}"
 # Errors are part of the show; backtraces are not.
 export RUST_BACKTRACE=0
@@ -16,8 +17,12 @@ step() { step_start=$(date +%s%N); printf '\n== %s\n' "$*"; }
 took() { printf '   (%d ms)\n' $(( ($(date +%s%N) - step_start) / 1000000 )); }
 
 step "build kbs and kbs-client"
-cargo build -q -p kbs -p kbs-client
-BIN="$CARGO_TARGET_DIR/debug"
+if [ -n "${COCO_BIN_DIR:-}" ]; then
+  BIN="$COCO_BIN_DIR"
+else
+  cargo build -q -p kbs -p kbs-client
+  BIN="$CARGO_TARGET_DIR/debug"
+fi
 took
 
 work=$(mktemp -d)

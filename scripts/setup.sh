@@ -10,6 +10,8 @@ PACKAGES=(
   docker-registry skopeo umoci runc busybox-static
   # Demo and image tests: TLS certificates, GNU time for the pull benchmark.
   openssl time
+  # deploy-tests: parses every Nix file with nix-instantiate --parse.
+  nix-bin
 )
 
 missing=()

@@ -133,6 +133,19 @@ impl Initdata {
         Ok(out)
     }
 
+    /// The pod annotation value (`io.katacontainers.config.hypervisor.cc_init_data`):
+    /// base64(gzip(TOML)). Deterministic (gzip mtime 0) so manifests diff cleanly.
+    pub fn to_annotation(&self) -> Result<String, InitdataError> {
+        use base64::Engine as _;
+        let mut gz = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(Vec::new(), flate2::Compression::best());
+        gz.write_all(self.toml.as_bytes())
+            .map_err(InitdataError::Gzip)?;
+        let body = gz.finish().map_err(InitdataError::Gzip)?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(body))
+    }
+
     /// Reads an initdata disk (e.g. `/dev/vdb`), never more than the header's length
     /// and never more than [`MAX_LEN`] decompressed.
     pub fn from_disk<R: Read>(mut disk: R) -> Result<Self, InitdataError> {
@@ -194,6 +207,22 @@ mod tests {
         assert_eq!(d.digest_padded(32), want[..32].to_vec());
         let d256 = Initdata::parse(&DOC.replace("sha384", "sha256")).unwrap();
         assert_eq!(d256.digest_padded(48)[32..], [0u8; 16]);
+    }
+
+    #[test]
+    fn annotation_is_base64_gzip_of_the_exact_text() {
+        use base64::Engine as _;
+        let d = Initdata::parse(DOC).unwrap();
+        let a = d.to_annotation().unwrap();
+        assert_eq!(a, d.to_annotation().unwrap(), "deterministic");
+        let gz = base64::engine::general_purpose::STANDARD
+            .decode(&a)
+            .unwrap();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(gz.as_slice())
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, DOC);
     }
 
     #[test]

@@ -52,7 +52,25 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print the pod annotation for an initdata TOML and the digest the TEE binds.
+    ///
+    /// Output (two lines): the annotation
+    /// `io.katacontainers.config.hypervisor.cc_init_data: <base64(gzip(TOML))>`, then
+    /// `digest (<algorithm>): <hex>`, the value the guest's HOST_DATA (SNP, first 32
+    /// bytes) / MRCONFIGID (TDX, zero-padded to 48) / PCR 8 (vTPM) must carry.
+    ///
+    /// Example:
+    ///   coco-image annotation --toml deploy/initdata.toml
+    #[command(verbatim_doc_comment)]
+    Annotation {
+        /// initdata TOML (version, algorithm, [data]).
+        #[arg(long)]
+        toml: PathBuf,
+    },
 }
+
+/// The pod annotation Kata reads initdata from.
+const INITDATA_ANNOTATION: &str = "io.katacontainers.config.hypervisor.cc_init_data";
 
 #[derive(Debug, Args)]
 struct BuildArgs {
@@ -282,6 +300,18 @@ fn main() -> Result<()> {
                 .with_context(|| format!("reading {}", toml.display()))?;
             let disk = Initdata::parse(&text)?.to_disk()?;
             std::fs::write(&out, disk).with_context(|| format!("writing {}", out.display()))?;
+            Ok(())
+        }
+        Cmd::Annotation { toml } => {
+            let text = std::fs::read_to_string(&toml)
+                .with_context(|| format!("reading {}", toml.display()))?;
+            let doc = Initdata::parse(&text)?;
+            println!("{INITDATA_ANNOTATION}: {}", doc.to_annotation()?);
+            println!(
+                "digest ({}): {}",
+                format!("{:?}", doc.algorithm).to_lowercase(),
+                hex::encode(doc.digest())
+            );
             Ok(())
         }
     }

@@ -1,0 +1,89 @@
+//! Test support for the deployment checks (see `tests/` and README.md). Nothing here
+//! ships; the crate exists so the checks run with `cargo test -p deploy-tests`.
+
+use std::path::{Path, PathBuf};
+
+/// The workspace root (this crate lives one level below it).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// Files under `dir` whose name ends with `suffix`, skipping build output and VCS dirs.
+pub fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if p.is_dir() {
+                if !matches!(name.as_str(), "target" | ".git" | "node_modules") {
+                    stack.push(p);
+                }
+            } else if name.ends_with(suffix) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Paths (dotted, e.g. `spec.containers[0].imagePullPolicyy`) present in `input` but
+/// missing from `reserialized`: fields the typed parse silently dropped, i.e. unknown
+/// fields. Scalars are not compared (YAML `8080` vs `"8080"` is the type's business).
+pub fn dropped_fields(input: &serde_json::Value, reserialized: &serde_json::Value) -> Vec<String> {
+    fn walk(a: &serde_json::Value, b: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        use serde_json::Value::{Array, Object};
+        match (a, b) {
+            (Object(ma), Object(mb)) => {
+                for (k, va) in ma {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    match mb.get(k) {
+                        Some(vb) => walk(va, vb, &p, out),
+                        // An explicit null in the input carries nothing to keep.
+                        None if va.is_null() => {}
+                        None => out.push(p),
+                    }
+                }
+            }
+            (Array(xa), Array(xb)) => {
+                for (i, va) in xa.iter().enumerate() {
+                    match xb.get(i) {
+                        Some(vb) => walk(va, vb, &format!("{path}[{i}]"), out),
+                        None => out.push(format!("{path}[{i}]")),
+                    }
+                }
+            }
+            (Object(_) | Array(_), _) => out.push(path.to_string()),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(input, reserialized, "", &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dropped_fields_finds_unknown_keys_at_any_depth() {
+        let a = json!({"a": 1, "b": {"c": [ {"d": 1, "typo": 2} ]}});
+        let b = json!({"a": 1, "b": {"c": [ {"d": 1} ]}});
+        assert_eq!(dropped_fields(&a, &b), vec!["b.c[0].typo".to_string()]);
+        assert!(dropped_fields(&b, &b).is_empty());
+    }
+}

@@ -1,0 +1,92 @@
+{
+  description = "Confidential Containers appliance: KBS, guest agent, measured guest image";
+
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-24.11";
+
+  outputs = { self, nixpkgs }:
+    let
+      system = "x86_64-linux";
+      pkgs = nixpkgs.legacyPackages.${system};
+      lib = nixpkgs.lib;
+
+      # RuntimeClass names and Kata handlers; deploy/, nix/node.nix and the README
+      # must agree (checked by deploy-tests/tests/names.rs).
+      runtimeClasses = import ./nix/runtime-classes.nix;
+
+      workspace = pkgs.callPackage ./nix/workspace.nix { src = self; };
+      guestKernel = pkgs.callPackage ./nix/guest-kernel.nix { };
+      ovmf = pkgs.callPackage ./nix/ovmf.nix { };
+      guest = pkgs.callPackage ./nix/guest-image.nix {
+        inherit workspace guestKernel;
+        ovmfSnp = ovmf.snp;
+        ovmfTdx = ovmf.tdx;
+      };
+    in
+    {
+      packages.${system} = {
+        default = workspace;
+        coco = workspace;
+        guest-kernel = guestKernel;
+        ovmf-snp = ovmf.snp;
+        ovmf-tdx = ovmf.tdx;
+        guest-initrd = guest.initrd;
+        guest-image = guest.image;
+      };
+
+      apps.${system} = {
+        kbs = {
+          type = "app";
+          program = "${pkgs.callPackage ./nix/kbs-app.nix {
+            inherit workspace;
+            guestImage = guest.image;
+          }}/bin/coco-kbs-preloaded";
+        };
+        demo = {
+          type = "app";
+          program = "${pkgs.writeShellApplication {
+            name = "coco-demo";
+            runtimeInputs = [ workspace pkgs.openssl pkgs.curl ];
+            text = ''
+              export COCO_BIN_DIR=${workspace}/bin
+              exec ${pkgs.bash}/bin/bash ${./scripts/demo.sh} "$@"
+            '';
+          }}/bin/coco-demo";
+        };
+      };
+
+      checks.${system} = import ./nix/checks.nix {
+        inherit pkgs workspace;
+        guestImage = guest.image;
+        src = self;
+      };
+
+      nixosModules = {
+        kbs = import ./nix/kbs-module.nix { inherit self; };
+        node = import ./nix/node.nix { inherit self runtimeClasses; };
+      };
+
+      devShells.${system}.default = pkgs.mkShell {
+        inputsFrom = [ workspace ];
+        packages = with pkgs; [
+          cargo
+          rustc
+          clippy
+          rustfmt
+          pkg-config
+          tpm2-tss
+          swtpm
+          tpm2-tools
+          skopeo
+          umoci
+          runc
+          docker-distribution
+          qemu
+          openssl
+          kubectl
+          nix-prefetch-git
+        ];
+      };
+
+      formatter.${system} = pkgs.nixpkgs-fmt;
+    };
+}
