@@ -20,7 +20,10 @@ pub mod attestation_agent {
     include!(concat!(env!("OUT_DIR"), "/protocols/attestation_agent.rs"));
 }
 pub mod attestation_agent_ttrpc {
-    include!(concat!(env!("OUT_DIR"), "/protocols/attestation_agent_ttrpc.rs"));
+    include!(concat!(
+        env!("OUT_DIR"),
+        "/protocols/attestation_agent_ttrpc.rs"
+    ));
 }
 pub mod keyprovider {
     include!(concat!(env!("OUT_DIR"), "/protocols/keyprovider.rs"));

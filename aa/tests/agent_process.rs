@@ -116,7 +116,9 @@ async fn agent_serves_evidence_token_resources_and_unwraps_keys() {
     let init = dir.path().join("initdata.toml");
     std::fs::write(&init, INIT_DATA).unwrap();
     let mut cmd = agent_cmd(&socket);
-    cmd.args(["--kbs-url", &kbs.url]).arg("--init-data").arg(&init);
+    cmd.args(["--kbs-url", &kbs.url])
+        .arg("--init-data")
+        .arg(&init);
     let (_agent, client) = start_agent(cmd, &socket).await;
     let aa = aa_ttrpc::AttestationAgentServiceClient::new(client.clone());
     let kp = kp_ttrpc::KeyProviderServiceClient::new(client);
@@ -146,9 +148,21 @@ async fn agent_serves_evidence_token_resources_and_unwraps_keys() {
         .is_err());
 
     // Stored resources: the sample TEE is denied by the default policy.
-    admin_post(&kbs, "resource/default/app/secret", b"s3cret".to_vec().into(), false).await;
+    admin_post(
+        &kbs,
+        "resource/default/app/secret",
+        b"s3cret".to_vec().into(),
+        false,
+    )
+    .await;
     let kek = [7u8; 32];
-    admin_post(&kbs, "resource/default/image-kek/app", kek.to_vec().into(), false).await;
+    admin_post(
+        &kbs,
+        "resource/default/image-kek/app",
+        kek.to_vec().into(),
+        false,
+    )
+    .await;
     let get = |path: &str| aa::GetResourceRequest {
         ResourcePath: path.into(),
         ..Default::default()
@@ -177,7 +191,10 @@ async fn agent_serves_evidence_token_resources_and_unwraps_keys() {
         )
         .await
         .unwrap();
-    assert_eq!(String::from_utf8(token.Token).unwrap().split('.').count(), 3);
+    assert_eq!(
+        String::from_utf8(token.Token).unwrap().split('.').count(),
+        3
+    );
 
     for path in ["kbs:///default/app/secret", "default/app/secret"] {
         let r = aa.get_resource(ctx(), &get(path)).await.unwrap();
@@ -252,7 +269,10 @@ async fn agent_serves_evidence_token_resources_and_unwraps_keys() {
         .unwrap_err(),
     );
     assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT);
-    let r = aa.get_resource(ctx(), &get("default/app/secret")).await.unwrap();
+    let r = aa
+        .get_resource(ctx(), &get("default/app/secret"))
+        .await
+        .unwrap();
     assert_eq!(r.Resource, b"s3cret");
 }
 

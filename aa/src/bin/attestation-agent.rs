@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use attestation_agent::service::{serve, AttestationAgent};
 use attester::detect::{AttesterKind, RealHost};
 use attester::kbs_client::{ClientOptions, KbsClient};
 use attester::sample::SampleAttester;
 use attester::Attester;
-use attestation_agent::service::{serve, AttestationAgent};
 use clap::Parser;
 
 /// Guest attestation agent: TEE evidence, KBS tokens and resources, and the
