@@ -12,6 +12,8 @@ PACKAGES=(
   openssl time
   # deploy-tests: parses every Nix file with nix-instantiate --parse.
   nix-bin
+  # Guest image: dm-crypt ephemeral storage tools, and strip for the agent binary.
+  dmsetup e2fsprogs binutils
 )
 
 missing=()

@@ -7,4 +7,6 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/coco-target}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The VM tests boot the release agent as the guest's /init (tests/vm/src/guest.rs).
+cargo build --release --locked -p coco-agent
 cargo test --workspace --locked

@@ -41,6 +41,11 @@ pub struct AgentConfig {
     pub policy: PolicySource,
     /// Running as the VM's init: DestroySandbox powers the VM off.
     pub init_mode: bool,
+    /// Evidence source for the KBS: `auto` (detect SNP/TDX/TPM, none without a TEE),
+    /// `snp`, `tdx`, `tpm`, or `sample` (development only, never trusted by default).
+    pub attester: String,
+    /// Registries (`host:port`) the guest pull may reach over plain HTTP.
+    pub insecure_registries: Vec<String>,
 }
 
 impl Default for AgentConfig {
@@ -56,6 +61,8 @@ impl Default for AgentConfig {
             runc_root: "/run/runc".into(),
             policy: PolicySource::Confidential,
             init_mode: false,
+            attester: "auto".into(),
+            insecure_registries: Vec::new(),
         }
     }
 }
@@ -71,6 +78,7 @@ impl AgentConfig {
                 "agent.server_addr" => self.server_addr = v.into(),
                 "agent.policy" => self.policy = parse_policy(v),
                 "agent.runc" => self.runc = v.into(),
+                "agent.attester" => self.attester = v.into(),
                 _ => {}
             }
         }
@@ -104,6 +112,11 @@ pub struct FileConfig {
     #[serde(default)]
     pub attester_args: Vec<String>,
     pub attester_socket: Option<PathBuf>,
+    /// Evidence source (see [`AgentConfig::attester`]).
+    pub attester: Option<String>,
+    /// Registries the guest pull may reach over plain HTTP (test and lab setups).
+    #[serde(default)]
+    pub insecure_registries: Vec<String>,
 }
 
 impl FileConfig {
@@ -130,6 +143,11 @@ impl FileConfig {
                 *dst = v.clone();
             }
         }
+        if let Some(a) = &self.attester {
+            c.attester = a.clone();
+        }
+        c.insecure_registries
+            .extend(self.insecure_registries.iter().cloned());
     }
 }
 
@@ -149,7 +167,7 @@ mod tests {
     #[test]
     fn config_file() {
         let f = FileConfig::parse(
-            "policy = \"allow-all\"\npause_bundle = \"/opt/pause\"\nattester_bin = \"/usr/bin/aa\"\nattester_args = [\"--x\"]\ninitdata = \"auto\"\n",
+            "policy = \"allow-all\"\npause_bundle = \"/opt/pause\"\nattester_bin = \"/usr/bin/aa\"\nattester_args = [\"--x\"]\ninitdata = \"auto\"\nattester = \"tpm\"\ninsecure_registries = [\"10.0.2.2:5000\"]\n",
         )
         .unwrap();
         let mut c = AgentConfig::default();
@@ -157,6 +175,8 @@ mod tests {
         assert_eq!(c.policy, PolicySource::AllowAll);
         assert_eq!(c.pause_bundle, PathBuf::from("/opt/pause"));
         assert_eq!(f.attester_args, vec!["--x"]);
+        assert_eq!(c.attester, "tpm");
+        assert_eq!(c.insecure_registries, vec!["10.0.2.2:5000"]);
         assert!(
             FileConfig::parse("typo_key = 1\n").is_err(),
             "unknown keys are refused"
@@ -173,6 +193,9 @@ mod tests {
         );
         assert_eq!(c.server_addr, "vsock://-1:2048");
         assert_eq!(c.policy, PolicySource::AllowAll);
+        assert_eq!(c.attester, "auto");
+        c.apply_cmdline("agent.attester=sample");
+        assert_eq!(c.attester, "sample");
         c.apply_env(|k| (k == SERVER_ADDR_ENV).then(|| "unix:///tmp/a.sock".to_string()));
         assert_eq!(c.server_addr, "unix:///tmp/a.sock");
     }

@@ -70,9 +70,40 @@ pub fn kbs_from_aa_toml(aa_toml: &str) -> Option<(String, Option<String>)> {
     Some((url, cert))
 }
 
+/// Registries the pod owner allows over plain HTTP, from the initdata `cdh.toml`
+/// (`[image] insecure_registries = ["host:port"]`). Part of the initdata, so the
+/// setting is bound into the attestation like the rest of the pod's configuration.
+pub fn insecure_registries_from_cdh_toml(cdh_toml: &str) -> Vec<String> {
+    let Ok(doc) = cdh_toml.parse::<toml::Table>() else {
+        tracing::warn!("initdata cdh.toml is not TOML; ignored");
+        return Vec::new();
+    };
+    doc.get("image")
+        .and_then(|i| i.get("insecure_registries"))
+        .and_then(|r| r.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_insecure_registries_from_cdh_toml() {
+        assert_eq!(
+            insecure_registries_from_cdh_toml(
+                "[image]\ninsecure_registries = [\"10.0.2.2:5000\", 7]\n"
+            ),
+            vec!["10.0.2.2:5000"]
+        );
+        assert!(insecure_registries_from_cdh_toml("[kbc]\nname = 1\n").is_empty());
+        assert!(insecure_registries_from_cdh_toml("not toml [").is_empty());
+    }
 
     #[test]
     fn reads_the_kbs_from_aa_toml() {

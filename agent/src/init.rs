@@ -55,6 +55,11 @@ pub fn mount_basics() -> std::io::Result<()> {
     Ok(())
 }
 
+/// The module load order `coco-image` writes into the image.
+pub const IMAGE_MODULES_LIST: &str = "/etc/coco/modules";
+/// The classic module list.
+pub const ETC_MODULES: &str = "/etc/modules";
+
 /// Loads a kernel module with `modprobe` from the guest image.
 pub async fn modprobe(name: &str, params: &[String]) -> std::io::Result<()> {
     if name.is_empty() || name.contains('/') || name.starts_with('-') {
@@ -72,17 +77,32 @@ pub async fn modprobe(name: &str, params: &[String]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Modules listed by the image, one per line (`#` comments), e.g. `/etc/modules`.
+/// Modules listed by the image, one per line (`#` comments): names with optional
+/// parameters (`/etc/modules`), or paths below `/lib/modules/<release>` as `coco-image`
+/// writes them (`/etc/coco/modules`), which become names (modprobe resolves them
+/// through the image's `modules.dep`).
 pub fn modules_from_list(text: &str) -> Vec<(String, Vec<String>)> {
     text.lines()
         .map(|l| l.split('#').next().unwrap_or_default().trim())
         .filter(|l| !l.is_empty())
         .map(|l| {
             let mut w = l.split_whitespace().map(str::to_string);
-            let name = w.next().unwrap_or_default();
+            let name = module_name(&w.next().unwrap_or_default());
             (name, w.collect())
         })
         .collect()
+}
+
+fn module_name(entry: &str) -> String {
+    if !entry.contains('/') {
+        return entry.to_string();
+    }
+    let base = entry.rsplit('/').next().unwrap_or_default();
+    match base.find(".ko") {
+        Some(i) => base[..i].to_string(),
+        // Not a module file: keep it, modprobe() refuses it with a clear error.
+        None => entry.to_string(),
+    }
 }
 
 /// Mixes bytes into the kernel's entropy pool (writing to /dev/urandom adds without
@@ -147,6 +167,11 @@ mod tests {
             ]
         );
         assert!(modprobe("../evil", &[]).await.is_err());
+        let m =
+            modules_from_list("kernel/net/vmw_vsock/vsock.ko\nkernel/drivers/md/dm-crypt.ko.xz\n");
+        assert_eq!(m[0].0, "vsock");
+        assert_eq!(m[1].0, "dm-crypt");
+        assert_eq!(modules_from_list("a/b/notamodule\n")[0].0, "a/b/notamodule");
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 //! `grpc.Health`) so that an unmodified Kata shim can drive it, and it restricts that API
 //! with a Rego policy because the host that calls it is not trusted.
 
+pub mod attestation;
 pub mod cgroups;
 pub mod config;
 pub mod copyfile;

@@ -99,9 +99,10 @@ struct KbsArgs {
     #[arg(long, global = true)]
     kbs_cert: Option<PathBuf>,
     /// Evidence source: auto (detect SNP/TDX/TPM; fail without a TEE), sample
-    /// (development only, never trusted by default policies), snp, tdx, tpm.
-    #[arg(long, global = true, default_value = "auto")]
-    attester: String,
+    /// (development only, never trusted by default policies), snp, tdx, tpm
+    /// [default: `agent.attester=` of the kernel command line, the config file, auto].
+    #[arg(long, global = true)]
+    attester: Option<String>,
 }
 
 /// The attested KBS client used as key broker, if a KBS is configured.
@@ -110,21 +111,12 @@ fn key_broker(
     ca_pem: Option<Vec<u8>>,
     attester: &str,
 ) -> anyhow::Result<Option<Arc<dyn image_mgmt::keybroker::KeyBroker>>> {
+    use coco_agent::attestation;
     let Some(url) = url else {
         return Ok(None);
     };
-    let kind: attester::detect::AttesterKind =
-        attester.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-    let attester = attester::detect::build(kind, &attester::detect::RealHost)?;
-    let client = attester::kbs_client::KbsClient::new(
-        &url,
-        Arc::from(attester),
-        attester::kbs_client::ClientOptions {
-            ca_pem,
-            ..Default::default()
-        },
-    )?;
-    Ok(Some(Arc::new(client)))
+    let a = attestation::bound_attester(attester, &attester::detect::RealHost, None)?;
+    Ok(Some(attestation::kbs_broker(&url, ca_pem, a, None)?))
 }
 
 fn read_ca(path: &Option<PathBuf>) -> anyhow::Result<Option<Vec<u8>>> {
@@ -140,13 +132,15 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // As init, stderr is the serial console that logs are collected from: plain text.
+        .with_ansi(std::process::id() != 1)
         .init();
     let cli = Cli::parse();
     if let Some(Command::Image(ImageCommand::Pull(args))) = cli.command {
         let broker = key_broker(
             cli.kbs.kbs_url,
             read_ca(&cli.kbs.kbs_cert)?,
-            &cli.kbs.attester,
+            cli.kbs.attester.as_deref().unwrap_or("auto"),
         )?;
         return tokio::runtime::Runtime::new()?.block_on(image_mgmt::cli::run_pull(args, broker));
     }
@@ -180,6 +174,9 @@ async fn run(cli: Cli, init_mode: bool) -> anyhow::Result<()> {
     if let Some(a) = cli.server_addr {
         config.server_addr = a;
     }
+    if let Some(a) = cli.kbs.attester.clone() {
+        config.attester = a;
+    }
     if let Some(p) = cli.policy.as_deref() {
         config.policy = parse_policy(p);
     }
@@ -194,10 +191,17 @@ async fn run(cli: Cli, init_mode: bool) -> anyhow::Result<()> {
             *dst = v;
         }
     }
+    // coco-image writes its load order to /etc/coco/modules.
     let modules_file = cli
         .modules_file
         .or(file.modules_file.clone())
-        .unwrap_or_else(|| "/etc/modules".into());
+        .unwrap_or_else(|| {
+            [init::IMAGE_MODULES_LIST, init::ETC_MODULES]
+                .into_iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
+                .unwrap_or_else(|| init::ETC_MODULES.into())
+        });
     if init_mode {
         if let Ok(list) = std::fs::read_to_string(&modules_file) {
             for (m, params) in init::modules_from_list(&list) {
@@ -222,6 +226,7 @@ async fn run(cli: Cli, init_mode: bool) -> anyhow::Result<()> {
     };
     let mut kbs_url = cli.kbs.kbs_url.clone();
     let mut kbs_ca = read_ca(&cli.kbs.kbs_cert)?;
+    let mut pod_initdata = None;
     if let Some(dev) = &initdata {
         let bytes = read_prefix(dev, (coco_agent::initdata::MAX_SIZE + 16) as usize)
             .with_context(|| format!("reading initdata {}", dev.display()))?;
@@ -240,25 +245,31 @@ async fn run(cli: Cli, init_mode: bool) -> anyhow::Result<()> {
                 kbs_ca = cert.map(String::into_bytes);
             }
         }
-    }
-    // Keys for encrypted images: only from an attested KBS. Without a TEE (and
-    // no explicit `sample`) there is no broker, and encrypted pulls fail closed.
-    let broker = match key_broker(kbs_url, kbs_ca, &cli.kbs.attester) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!("no key broker, encrypted images cannot be pulled: {e:#}");
-            None
+        if let Some(cdh) = data.data.get("cdh.toml") {
+            config.insecure_registries.extend(
+                coco_agent::guest_pull::insecure_registries_from_cdh_toml(cdh),
+            );
         }
+        pod_initdata = Some(data);
+    }
+    // Keys for encrypted images: only from an attested KBS, after the attester has
+    // bound the initdata. Without a TEE (and no explicit `sample`), or when the
+    // binding fails, encrypted pulls fail closed with the reason.
+    let broker = coco_agent::attestation::broker(
+        kbs_url.as_deref(),
+        kbs_ca,
+        &config.attester,
+        &attester::detect::RealHost,
+        pod_initdata.as_ref(),
+    );
+    let mut pull = image_mgmt::PullOptions {
+        // Below the state dir: on the encrypted ephemeral storage.
+        store_dir: config.state_dir.join("image-store"),
+        ..Default::default()
     };
+    pull.registry.insecure_registries = config.insecure_registries.clone();
     let images: Arc<dyn coco_agent::image::ImageService> =
-        Arc::new(coco_agent::guest_pull::GuestPull::new(
-            image_mgmt::PullOptions {
-                // Below the state dir: on the encrypted ephemeral storage.
-                store_dir: config.state_dir.join("image-store"),
-                ..Default::default()
-            },
-            broker,
-        ));
+        Arc::new(coco_agent::guest_pull::GuestPull::new(pull, broker));
     let policy = match &config.policy {
         PolicySource::Confidential => Policy::new(CONFIDENTIAL_POLICY)?,
         PolicySource::AllowAll => {
@@ -286,7 +297,9 @@ async fn run(cli: Cli, init_mode: bool) -> anyhow::Result<()> {
             .context("starting the attestation agent")?;
     }
     std::fs::create_dir_all(&config.runc_root)?;
-    let runtime = Arc::new(Runc::new(config.runc.clone(), config.runc_root.clone()));
+    let mut runc = Runc::new(config.runc.clone(), config.runc_root.clone());
+    runc.no_pivot = init_mode && Runc::root_is_initramfs();
+    let runtime = Arc::new(runc);
     let addr = config.server_addr.clone();
     let agent = Arc::new(Agent::new(
         config,

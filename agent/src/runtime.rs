@@ -68,6 +68,9 @@ pub trait Runtime: Send + Sync + std::fmt::Debug {
 pub struct Runc {
     pub binary: PathBuf,
     pub root: PathBuf,
+    /// `runc create --no-pivot`: pivot_root(2) fails when the guest's root is the
+    /// initramfs, so runc moves the rootfs with MS_MOVE + chroot instead.
+    pub no_pivot: bool,
 }
 
 impl Runc {
@@ -75,7 +78,19 @@ impl Runc {
         Self {
             binary: binary.into(),
             root: root.into(),
+            no_pivot: false,
         }
+    }
+
+    /// Whether `/` is an initramfs (ramfs/tmpfs rootfs), where pivot_root is refused.
+    pub fn root_is_initramfs() -> bool {
+        use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
+        // linux/magic.h; nix has no constant for it.
+        const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
+        statfs("/").is_ok_and(|s| {
+            let t = s.filesystem_type();
+            t == RAMFS_MAGIC || t == TMPFS_MAGIC
+        })
     }
 
     fn command(&self) -> Command {
@@ -187,6 +202,7 @@ impl Runtime for Runc {
             .arg("--log-format")
             .arg("json")
             .arg("create")
+            .args(self.no_pivot.then_some("--no-pivot"))
             .arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")

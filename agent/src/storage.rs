@@ -182,6 +182,9 @@ pub async fn setup(
                 )
                 .await?;
             }
+            // No udev in the guest: create /dev/mapper/<name> ourselves.
+            ops.run("dmsetup", &["mknodes".into(), DM_NAME.into()], None)
+                .await?;
             let m = mapped.display().to_string();
             ops.run(
                 "mkfs.ext4",
@@ -284,7 +287,9 @@ mod tests {
                 "key leaked into argv"
             );
         }
-        assert_eq!(calls[2].0, "mkfs.ext4");
+        // No udev in the guest: the node is made explicitly before mkfs.
+        assert_eq!(calls[2].1, ["mknodes", "coco-ephemeral"]);
+        assert_eq!(calls[3].0, "mkfs.ext4");
         assert_eq!(r.mounts.lock().unwrap()[0].2, "ext4");
         // A fresh key each time.
         let r2 = Recorder::default();

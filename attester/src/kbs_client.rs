@@ -90,7 +90,9 @@ pub struct KbsClient {
     token: Mutex<Option<CachedToken>>,
 }
 
-fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, KbsClientError> {
+/// rustls client configuration (ring provider, HTTP/1.1) trusting `ca_pem`, or the
+/// Mozilla roots without it; shared by every KBS client in the workspace.
+pub fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, KbsClientError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_pem {
         Some(pem) => {
@@ -114,6 +116,14 @@ fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, KbsClientEr
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
+}
+
+/// The EAR status the KBS put in a token (read for logs only; the KBS verifies it).
+fn token_status(token: &str) -> Option<String> {
+    token_claims(token)?
+        .pointer("/submods/cpu0/ear.status")
+        .and_then(|s| s.as_str())
+        .map(str::to_owned)
 }
 
 /// Read `{"type","detail"}` from an error answer.
@@ -179,6 +189,7 @@ impl KbsClient {
     }
 
     async fn handshake(&self) -> Result<String, KbsClientError> {
+        let started = std::time::Instant::now();
         let tee = self.attester.tee();
         let req = Request {
             version: PROTOCOL_VERSION.into(),
@@ -204,9 +215,11 @@ impl KbsClient {
         let report_data =
             coco_jose::binding::runtime_data_hash(&challenge.nonce, &tee_pubkey, None)?;
         let attester = self.attester.clone();
+        let evidence_started = std::time::Instant::now();
         let evidence = tokio::task::spawn_blocking(move || attester.evidence(&report_data))
             .await
             .map_err(|e| KbsClientError::Protocol(e.to_string()))??;
+        let evidence_ms = evidence_started.elapsed().as_millis();
         let attestation = Attestation {
             init_data: self.init_data.as_ref().map(|body| InitData {
                 format: "toml".into(),
@@ -235,10 +248,19 @@ impl KbsClient {
             .json()
             .await
             .map_err(|e| KbsClientError::Protocol(format!("attest answer: {e}")))?;
-        body.get("token")
+        let token = body
+            .get("token")
             .and_then(|t| t.as_str())
             .map(str::to_owned)
-            .ok_or_else(|| KbsClientError::Protocol("attest answer has no token".into()))
+            .ok_or_else(|| KbsClientError::Protocol("attest answer has no token".into()))?;
+        tracing::info!(
+            tee = ?self.attester.tee(),
+            status = token_status(&token).as_deref().unwrap_or("?"),
+            evidence_ms,
+            handshake_ms = started.elapsed().as_millis(),
+            "attested to the KBS"
+        );
+        Ok(token)
     }
 
     /// A valid token: the cached one, or a fresh handshake.
@@ -289,13 +311,15 @@ impl KbsClient {
 /// `exp` of a JWT, read without verification (only to decide when to renew;
 /// the KBS verifies the token on every use).
 fn token_exp(token: &str) -> Option<u64> {
+    token_claims(token)?.get("exp")?.as_u64()
+}
+
+/// A JWT's claims, unverified: the client only schedules and logs with them.
+fn token_claims(token: &str) -> Option<serde_json::Value> {
     use base64::Engine;
     let payload = token.split('.').nth(1)?;
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .ok()?;
-    serde_json::from_slice::<serde_json::Value>(&raw)
-        .ok()?
-        .get("exp")?
-        .as_u64()
+    serde_json::from_slice(&raw).ok()
 }

@@ -21,8 +21,8 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1 quiet";
 /// Busybox applets linked in `/bin` when busybox is included (enough for `/init`
 /// scripts and debugging; the agent itself needs none of them).
 pub const BUSYBOX_APPLETS: &[&str] = &[
-    "cat", "dmesg", "echo", "insmod", "ip", "ls", "mkdir", "modprobe", "mount", "poweroff",
-    "reboot", "sh", "sleep", "uname",
+    "blockdev", "cat", "dmesg", "echo", "insmod", "ip", "ls", "mkdir", "modprobe", "mount",
+    "poweroff", "reboot", "sh", "sleep", "uname",
 ];
 
 /// Guest file that lists the modules to load, one path (relative to

@@ -116,6 +116,21 @@ impl Swtpm {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// Stops the TPM and copies its state (seeds, persistent objects) into `to`,
+    /// e.g. to boot a VM with a TPM whose keys were enrolled beforehand.
+    pub fn save_state(mut self, to: &Path) -> io::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::create_dir_all(to)?;
+        for e in std::fs::read_dir(&self.state_dir)? {
+            let e = e?;
+            if e.path().is_file() {
+                std::fs::copy(e.path(), to.join(e.file_name()))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Swtpm {

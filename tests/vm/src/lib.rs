@@ -6,8 +6,13 @@
 //!
 //! Host tools: `scripts/setup-vm-tools.sh` installs them.
 
+pub mod attest;
+pub mod guest;
 pub mod image;
+pub mod pod;
 pub mod qemu;
+pub mod services;
+pub mod shim;
 pub mod tools;
 pub mod vm;
 

@@ -49,6 +49,9 @@ pub struct VmConfig {
     pub network: bool,
     /// Attach a TPM 2.0 backed by swtpm.
     pub tpm: bool,
+    /// swtpm state to start from (copied; e.g. a TPM whose AK was enrolled on the
+    /// host beforehand). Fresh state when `None`.
+    pub tpm_state: Option<PathBuf>,
     /// Bytes of the initdata disk (first virtio disk, read-only).
     pub initdata: Option<Vec<u8>>,
     /// Size of a blank scratch disk (next virtio disk), MiB.
@@ -68,6 +71,7 @@ impl VmConfig {
             vsock: false,
             network: false,
             tpm: false,
+            tpm_state: None,
             initdata: None,
             scratch_mib: None,
         }
@@ -186,7 +190,7 @@ impl Qemu {
                 "-netdev",
                 "user,id=net0",
                 "-device",
-                "virtio-net-pci,netdev=net0,romfile=",
+                "virtio-net-pci,netdev=net0,romfile=,mac=52:54:00:12:34:56",
             ]);
         }
         if cfg.tpm {

@@ -9,8 +9,10 @@ pub const TOOL_CACHE: &str = "/var/cache/coco-image/bin";
 pub const SETUP_SCRIPT: &str = "scripts/setup-vm-tools.sh";
 
 fn in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    // sbin tools (runc, dmsetup, mkfs.ext4) even from a user's PATH.
     std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }

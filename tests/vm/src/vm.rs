@@ -150,6 +150,15 @@ impl Vm {
             let bin = tools::swtpm()?;
             let state = dir.path().join("tpm");
             std::fs::create_dir_all(&state).map_err(|e| VmError::io("tpm state dir", e))?;
+            if let Some(from) = &cfg.tpm_state {
+                for e in std::fs::read_dir(from).map_err(|e| VmError::io("tpm state", e))? {
+                    let e = e.map_err(|e| VmError::io("tpm state", e))?;
+                    if e.path().is_file() {
+                        std::fs::copy(e.path(), state.join(e.file_name()))
+                            .map_err(|e| VmError::io("copying tpm state", e))?;
+                    }
+                }
+            }
             let g = Guard::spawn(
                 "swtpm",
                 Command::new(bin)
@@ -232,7 +241,13 @@ impl Vm {
         }
     }
 
-    fn diagnostics(&self) -> String {
+    /// Time since QEMU was started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The serial console's last lines and QEMU's stderr, for error reports.
+    pub fn diagnostics(&self) -> String {
         let serial = self.serial();
         let tail: String = serial
             .lines()

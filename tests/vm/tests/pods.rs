@@ -1,0 +1,205 @@
+//! Confidential pods end to end in a real VM: the release `coco-agent` is the guest's
+//! `/init`, the host drives it over vsock in Kata-shim order, the guest pulls from a
+//! real registry, attests to a real KBS over TLS and decrypts in the guest.
+//! Needs `scripts/setup-vm-tools.sh` and `cargo build --release -p coco-agent`
+//! (scripts/test.sh does both); missing tools fail the test, they do not skip it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::time::Instant;
+
+use vm_tests::guest::Guest;
+use vm_tests::image::cloud_kernel;
+use vm_tests::pod::{confidential_policy_with_logs, initdata_toml, PodVm};
+use vm_tests::services::{AppImage, Kbs, Registry, ALLOW_SAMPLE_POLICY};
+
+const KEK_ID: &str = "kbs:///default/image-kek/app";
+const KEK_PATH: &str = "default/image-kek/app";
+
+struct Fixture {
+    _work: tempfile::TempDir,
+    guest: Guest,
+    registry: Registry,
+    plain: String,
+    encrypted: String,
+    kbs: Kbs,
+}
+
+async fn fixture() -> Fixture {
+    let work = tempfile::tempdir().unwrap();
+    let kernel = cloud_kernel().expect("Debian cloud kernel");
+    let guest = Guest::get(&kernel, &work.path().join("guest")).unwrap();
+    eprintln!("guest initrd: {} bytes", guest.initrd_size);
+    let registry = Registry::start(work.path()).unwrap();
+    let app = AppImage::build(work.path()).unwrap();
+    let plain = app.push(&registry, "plain", "app").unwrap();
+    let kek = app.encrypt(KEK_ID).unwrap();
+    let encrypted = app.push(&registry, "encrypted", "app").unwrap();
+    let kbs = Kbs::start().await.unwrap();
+    kbs.set_resource(KEK_PATH, &kek).await.unwrap();
+    Fixture {
+        _work: work,
+        guest,
+        registry,
+        plain,
+        encrypted,
+        kbs,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_tee_pod_plain_then_encrypted_denied_then_released_exec_refused() {
+    let f = fixture().await;
+    let policy = confidential_policy_with_logs();
+    let mut pod = PodVm::new(initdata_toml(Some(&f.kbs), &f.registry, Some(&policy)));
+    // No TEE under TCG: the sample attester, named explicitly (never trusted by
+    // the KBS's default policy, as the denied step below shows).
+    pod.cmdline_extra = "agent.attester=sample RUST_LOG=debug RUST_BACKTRACE=1".into();
+    // Layers and rootfs on dm-crypt with a key that never leaves the guest.
+    pod.scratch_mib = Some(512);
+    let (vm, mut shim) = pod.boot(&f.guest).await.unwrap();
+    eprintln!("agent ready after {:?}", shim.timings.agent_ready);
+
+    shim.setup_network().await.unwrap();
+    shim.create_sandbox("sb").await.unwrap();
+    shim.start_pause().await.unwrap();
+
+    // A plain image: pulled in the guest, run, output read back.
+    let t = Instant::now();
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        shim.create_app("plain", &f.plain),
+    )
+    .await
+    {
+        Ok(r) => r.unwrap_or_else(|e| panic!("{e}\n{}", vm.diagnostics())),
+        Err(_) => panic!("CreateContainer hung\n{}", vm.diagnostics()),
+    }
+    let run = shim.run_app("plain", t).await.unwrap();
+    assert!(
+        run.stdout.contains("hello from a confidential pod"),
+        "{run:?}\n{}",
+        vm.diagnostics()
+    );
+    assert!(
+        run.stdout.contains("image env: set in the image config"),
+        "{run:?}"
+    );
+    assert_eq!(run.exit_code, 0, "{run:?}");
+    eprintln!(
+        "plain pod: create {:?}, create→first output {:?}",
+        shim.timings.create_app, shim.timings.create_to_first_output
+    );
+
+    // kubectl exec is refused by the confidential policy.
+    let e = shim
+        .exec("plain", "e1", &["/bin/sh", "-c", "echo pwned"])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, Some(ttrpc::Code::PERMISSION_DENIED), "{e}");
+    assert!(e.detail.contains("ExecProcessRequest"), "{e}");
+
+    // The encrypted image under the KBS's default policy: the sample TEE gets no key,
+    // CreateContainer fails and says why.
+    let e = shim
+        .create_app("enc-denied", &f.encrypted)
+        .await
+        .unwrap_err();
+    assert!(e.detail.contains("403"), "{e}");
+    eprintln!("denied as expected: {e}");
+
+    // The (non-confidential) sample TEE allowed explicitly: attestation → key →
+    // decryption in the guest → run.
+    f.kbs
+        .set_resource_policy(ALLOW_SAMPLE_POLICY)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    shim.create_app("enc", &f.encrypted).await.unwrap();
+    let run = shim.run_app("enc", t).await.unwrap();
+    assert!(
+        run.stdout.contains("hello from a confidential pod"),
+        "{run:?}"
+    );
+    assert_eq!(run.exit_code, 0);
+    eprintln!(
+        "encrypted pod: create {:?}, create→first output {:?}",
+        shim.timings.create_app, shim.timings.create_to_first_output
+    );
+
+    for c in ["plain", "enc", "sb"] {
+        shim.stop(c).await.unwrap();
+    }
+    shim.destroy_sandbox().await.unwrap();
+    vm.wait_exit(std::time::Duration::from_secs(60)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpm_attested_encrypted_pod_and_swapped_initdata_gets_no_key() {
+    use vm_tests::attest::{enroll_tpm, pcr8_for, tpm_reference_values};
+    use vm_tests::services::ALLOW_TPM_POLICY;
+    let ovmf = std::path::Path::new("/usr/share/ovmf/OVMF.fd");
+    assert!(
+        ovmf.is_file(),
+        "OVMF missing: run scripts/setup-vm-tools.sh"
+    );
+    let f = fixture().await;
+    let state = f._work.path().join("tpm-state");
+    let ak = enroll_tpm(&state).unwrap();
+
+    let policy = confidential_policy_with_logs();
+    let good = initdata_toml(Some(&f.kbs), &f.registry, Some(&policy));
+    let mut pod = PodVm::new(good.clone());
+    pod.firmware = vm_tests::Firmware::Ovmf(ovmf.to_path_buf());
+    pod.tpm = true;
+    pod.tpm_state = Some(state.clone());
+
+    // Reference values: the enrolled AK, the measured boot (kernel in PCR 4,
+    // initrd + cmdline in PCR 9, computed from the artifacts) and the pod's
+    // initdata in PCR 8.
+    let reference = tpm_reference_values(&f.guest, &pod, &ak).unwrap();
+    f.kbs.set_reference_values(&reference).await.unwrap();
+    f.kbs.set_resource_policy(ALLOW_TPM_POLICY).await.unwrap();
+
+    // The pod as its owner defined it: the TPM attests, the key is released.
+    {
+        let (vm, mut shim) = pod.boot(&f.guest).await.unwrap();
+        eprintln!("TPM pod: agent ready after {:?}", shim.timings.agent_ready);
+        shim.setup_network().await.unwrap();
+        shim.create_sandbox("sb").await.unwrap();
+        shim.start_pause().await.unwrap();
+        let t = Instant::now();
+        shim.create_app("enc", &f.encrypted)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", vm.diagnostics()));
+        let run = shim.run_app("enc", t).await.unwrap();
+        assert!(
+            run.stdout.contains("hello from a confidential pod"),
+            "{run:?}"
+        );
+        eprintln!("TPM encrypted pod: create {:?}", shim.timings.create_app);
+        shim.stop("enc").await.unwrap();
+        shim.stop("sb").await.unwrap();
+        shim.destroy_sandbox().await.unwrap();
+        vm.wait_exit(std::time::Duration::from_secs(60)).unwrap();
+    }
+
+    // The host swaps the initdata for one whose policy lets it exec into the pod.
+    // The guest binds what it got into PCR 8, the KBS sees a PCR 8 it does not
+    // know, and the key stays in the KBS.
+    let swapped = initdata_toml(
+        Some(&f.kbs),
+        &f.registry,
+        Some(&coco_agent::policy::ALLOW_ALL_POLICY.to_string()),
+    );
+    assert_ne!(pcr8_for(&swapped).unwrap(), pcr8_for(&good).unwrap());
+    let mut evil = pod.clone();
+    evil.initdata_toml = swapped;
+    let (vm, mut shim) = evil.boot(&f.guest).await.unwrap();
+    shim.setup_network().await.unwrap();
+    shim.create_sandbox("sb").await.unwrap();
+    shim.start_pause().await.unwrap();
+    let e = shim.create_app("enc", &f.encrypted).await.unwrap_err();
+    eprintln!("swapped initdata refused as expected: {e}");
+    assert!(e.detail.contains("403") || e.detail.contains("401"), "{e}");
+    drop(vm);
+}
