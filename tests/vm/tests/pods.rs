@@ -53,7 +53,7 @@ async fn sample_tee_pod_plain_then_encrypted_denied_then_released_exec_refused()
     let mut pod = PodVm::new(initdata_toml(Some(&f.kbs), &f.registry, Some(&policy)));
     // No TEE under TCG: the sample attester, named explicitly (never trusted by
     // the KBS's default policy, as the denied step below shows).
-    pod.cmdline_extra = "agent.attester=sample RUST_LOG=debug RUST_BACKTRACE=1".into();
+    pod.cmdline_extra = "agent.attester=sample".into();
     // Layers and rootfs on dm-crypt with a key that never leaves the guest.
     pod.scratch_mib = Some(512);
     let (vm, mut shim) = pod.boot(&f.guest).await.unwrap();
