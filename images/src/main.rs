@@ -307,11 +307,7 @@ fn main() -> Result<()> {
                 .with_context(|| format!("reading {}", toml.display()))?;
             let doc = Initdata::parse(&text)?;
             println!("{INITDATA_ANNOTATION}: {}", doc.to_annotation()?);
-            println!(
-                "digest ({}): {}",
-                format!("{:?}", doc.algorithm).to_lowercase(),
-                hex::encode(doc.digest())
-            );
+            println!("digest ({}): {}", doc.algorithm, hex::encode(doc.digest()));
             Ok(())
         }
     }
