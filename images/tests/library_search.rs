@@ -30,7 +30,14 @@ fn have_gcc() -> bool {
 }
 
 fn gcc(args: &[&str]) {
-    let out = Command::new("gcc").args(args).output().unwrap();
+    // A Nix toolchain's linker wrapper adds the store directories of every library it
+    // links to the RUNPATH; the tests want exactly the search paths they give.
+    let out = Command::new("gcc")
+        .args(args)
+        .env("NIX_DONT_SET_RPATH", "1")
+        .env("NIX_DONT_SET_RPATH_x86_64_unknown_linux_gnu", "1")
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "gcc {args:?}: {}",
