@@ -31,6 +31,7 @@
         ovmf-tdx = ovmf.tdx;
         guest-initrd = guest.initrd;
         guest-image = guest.image;
+        kbs-image = pkgs.callPackage ./nix/kbs-image.nix { inherit workspace; };
       };
 
       apps.${system} = {

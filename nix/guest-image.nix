@@ -4,14 +4,29 @@
 { lib, runCommand, jq, pkgsStatic, workspace, guestKernel, ovmfSnp, ovmfTdx }:
 
 let
-  # Shared with the Kata configuration in nix/node.nix and deploy/kata/.
-  cmdline = "console=hvc0 panic=-1 quiet agent.log=info";
+  # Kata boots the guest with its own parameters (console, panic, nr_cpus, ...) followed
+  # by the configuration's kernel_params, and the whole line is measured. So the image
+  # is built with the line `coco-image kata-cmdline` composes from the Kata
+  # configurations in deploy/kata/ (the ones nix/node.nix installs). One image serves
+  # every RuntimeClass, so the build fails if two configurations compose differently.
+  runtimeClasses = import ./runtime-classes.nix;
+  kataConfigFor = rc: ../deploy/kata + "/${rc.config}";
+  kataConfigs = map kataConfigFor (builtins.attrValues runtimeClasses);
+  kataConfig = kataConfigFor runtimeClasses.kata-coco-snp;
   version = guestKernel.modDirVersion;
 
   initrd = runCommand "coco-guest-initrd" {
     nativeBuildInputs = [ workspace ];
     SOURCE_DATE_EPOCH = 0;
   } ''
+    want=$(coco-image kata-cmdline --config ${kataConfig})
+    for config in ${lib.concatMapStringsSep " " (c: "${c}") kataConfigs}; do
+      got=$(coco-image kata-cmdline --config "$config")
+      if [ "$got" != "$want" ]; then
+        echo "$config: Kata would boot with '$got', not '$want'" >&2
+        exit 1
+      fi
+    done
     # coco-image wants an unpacked kernel tree: boot/vmlinuz-R + lib/modules/R.
     mkdir -p tree/boot
     ln -s ${guestKernel}/bzImage tree/boot/vmlinuz-${version}
@@ -21,13 +36,13 @@ let
       --binary coco-agent=${workspace}/bin/coco-agent \
       --busybox ${pkgsStatic.busybox}/bin/busybox \
       --pause-bundle \
-      --cmdline ${lib.escapeShellArg cmdline} \
+      --kata-config ${kataConfig} \
       --out $out
   '';
 
   image = runCommand "coco-guest-image" {
     nativeBuildInputs = [ workspace jq ];
-    passthru = { inherit cmdline initrd; kernel = guestKernel; };
+    passthru = { inherit initrd kataConfig; kernel = guestKernel; };
   } ''
     mkdir -p $out
     cp -r ${initrd}/. $out/

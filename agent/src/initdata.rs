@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use sha2::Digest;
+use coco_jose::binding::{parse_init_data, InitDataAlgorithm, InitDataError};
 
 /// The magic at the start of the disk.
 pub const MAGIC: &[u8; 8] = b"initdata";
@@ -21,48 +21,31 @@ pub enum InitdataError {
     Length(u64),
     #[error("initdata is not valid gzip: {0}")]
     Gzip(String),
-    #[error("initdata TOML: {0}")]
-    Toml(String),
-    #[error("unsupported initdata {0}")]
-    Unsupported(String),
+    /// Refused by the parser the KBS and `coco-image` share (TOML, version,
+    /// algorithm, `[data]` entries).
+    #[error(transparent)]
+    Parse(#[from] InitDataError),
 }
 
 /// Parsed initdata.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Initdata {
-    pub version: String,
-    pub algorithm: String,
+    pub algorithm: InitDataAlgorithm,
     pub data: BTreeMap<String, String>,
     /// The TOML text exactly as hashed for the TEE binding.
     pub toml: String,
-}
-
-#[derive(serde::Deserialize)]
-struct Doc {
-    version: String,
-    algorithm: String,
-    #[serde(default)]
-    data: BTreeMap<String, String>,
+    digest: Vec<u8>,
 }
 
 impl Initdata {
     /// Parses the initdata TOML.
     pub fn from_toml(text: &str) -> Result<Self, InitdataError> {
-        let d: Doc = toml::from_str(text).map_err(|e| InitdataError::Toml(e.to_string()))?;
-        if d.version != "0.1.0" {
-            return Err(InitdataError::Unsupported(format!("version {}", d.version)));
-        }
-        if !matches!(d.algorithm.as_str(), "sha256" | "sha384" | "sha512") {
-            return Err(InitdataError::Unsupported(format!(
-                "algorithm {}",
-                d.algorithm
-            )));
-        }
+        let d = parse_init_data("toml", text)?;
         Ok(Self {
-            version: d.version,
             algorithm: d.algorithm,
-            data: d.data,
+            data: d.files,
             toml: text.to_string(),
+            digest: d.digest,
         })
     }
 
@@ -91,12 +74,8 @@ impl Initdata {
     }
 
     /// The digest the TEE binds (hash of the TOML text with `algorithm`).
-    pub fn digest(&self) -> Vec<u8> {
-        match self.algorithm.as_str() {
-            "sha384" => sha2::Sha384::digest(self.toml.as_bytes()).to_vec(),
-            "sha512" => sha2::Sha512::digest(self.toml.as_bytes()).to_vec(),
-            _ => sha2::Sha256::digest(self.toml.as_bytes()).to_vec(),
-        }
+    pub fn digest(&self) -> &[u8] {
+        &self.digest
     }
 
     /// The agent policy it carries, if any.
@@ -149,9 +128,10 @@ mod tests {
     #[test]
     fn reads_disk_and_policy() {
         let d = Initdata::from_disk(&disk(TOML)).unwrap();
-        assert_eq!(d.algorithm, "sha384");
+        assert_eq!(d.algorithm, InitDataAlgorithm::Sha384);
         assert!(d.policy().unwrap().contains("ExecProcessRequest"));
-        assert_eq!(d.digest(), sha2::Sha384::digest(TOML.as_bytes()).to_vec());
+        use sha2::Digest as _;
+        assert_eq!(d.digest(), sha2::Sha384::digest(TOML.as_bytes()).as_slice());
         crate::policy::Policy::new(d.policy().unwrap()).unwrap();
     }
 

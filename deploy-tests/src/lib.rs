@@ -11,6 +11,42 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".."))
 }
 
+/// `nix-instantiate` if installed (Debian `nix-bin`); otherwise says the caller skips.
+pub fn nix_instantiate() -> Option<&'static str> {
+    let ok = std::process::Command::new("nix-instantiate")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        Some("nix-instantiate")
+    } else {
+        eprintln!("SKIPPED: nix-instantiate not found (apt-get install nix-bin)");
+        None
+    }
+}
+
+/// Evaluates a Nix expression (strictly, to JSON) in the repository root without
+/// writing to the store. Only builtins are available: nixpkgs cannot be fetched here.
+pub fn nix_eval(nix: &str, expr: &str) -> Result<serde_json::Value, String> {
+    let out = std::process::Command::new(nix)
+        .args([
+            "--eval",
+            "--strict",
+            "--json",
+            "--readonly-mode",
+            "-E",
+            expr,
+        ])
+        .current_dir(repo_root())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
 /// Files under `dir` whose name ends with `suffix`, skipping build output and VCS dirs.
 pub fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();

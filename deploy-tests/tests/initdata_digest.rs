@@ -1,5 +1,7 @@
 //! The initdata digest printed by the annotation generator (`coco-image annotation`)
-//! equals the one the KBS/attester (`coco_jose::binding`) and the guest agent compute.
+//! equals the one the KBS/attester (`coco_jose::binding`) and the guest agent compute,
+//! and the generator and the agent get it from `coco_jose` rather than hashing on
+//! their own.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -24,7 +26,10 @@ fn digests(text: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let jose = coco_jose::binding::parse_init_data("toml", text)
         .unwrap()
         .digest;
-    let agent = agent_initdata::Initdata::from_toml(text).unwrap().digest();
+    let agent = agent_initdata::Initdata::from_toml(text)
+        .unwrap()
+        .digest()
+        .to_vec();
     (image, jose, agent)
 }
 
@@ -108,5 +113,29 @@ fn all_three_refuse_the_same_bad_documents() {
             "{bad}"
         );
         assert!(agent_initdata::Initdata::from_toml(bad).is_err(), "{bad}");
+    }
+}
+
+/// The non-test part of a source file.
+fn code_of(rel: &str) -> String {
+    let text = std::fs::read_to_string(deploy_tests::repo_root().join(rel)).unwrap();
+    let cut = text.find("#[cfg(test)]").unwrap_or(text.len());
+    text[..cut].to_string()
+}
+
+#[test]
+fn generator_and_agent_use_the_shared_parser_and_hash_nothing_themselves() {
+    for rel in ["agent/src/initdata.rs", "images/src/initdata.rs"] {
+        let code = code_of(rel);
+        assert!(
+            code.contains("coco_jose::binding::"),
+            "{rel} no longer uses coco_jose's initdata parser"
+        );
+        for own in ["Sha256", "Sha384", "Sha512", "sha2::", "toml::from_str"] {
+            assert!(
+                !code.contains(own),
+                "{rel} has its own initdata parsing or hashing ({own}); use coco_jose::binding"
+            );
+        }
     }
 }

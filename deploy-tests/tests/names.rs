@@ -1,6 +1,6 @@
 //! RuntimeClass names, Kata handlers and Kata configurations agree between deploy/,
-//! the NixOS module (nix/runtime-classes.nix, nix/node.nix) and the README, and the
-//! measured kernel command line is the same everywhere it is written.
+//! the NixOS module (nix/runtime-classes.nix, nix/node.nix) and the README (the
+//! measured kernel command line: `kata_cmdline.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -106,22 +106,11 @@ fn the_node_module_and_flake_use_the_shared_class_list() {
 
 #[test]
 fn kata_configurations_exist_and_point_at_the_guest_image() {
-    let guest_nix = read("nix/guest-image.nix");
-    let cmdline = guest_nix
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("cmdline = \""))
-        .and_then(|l| l.strip_suffix("\";"))
-        .expect("cmdline in nix/guest-image.nix");
     for (name, class) in nix_classes() {
         let cfg: toml::Table = read(&format!("deploy/kata/{}", class.config))
             .parse()
             .unwrap_or_else(|e| panic!("{}: {e}", class.config));
         let q = cfg["hypervisor"]["qemu"].as_table().unwrap();
-        assert_eq!(
-            q["kernel_params"].as_str(),
-            Some(cmdline),
-            "{name}: measured cmdline"
-        );
         assert!(
             q["kernel"].as_str().unwrap().ends_with("/vmlinuz"),
             "{name}"

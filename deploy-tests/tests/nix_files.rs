@@ -104,7 +104,7 @@ fn outputs_named_in_the_readme_exist_in_the_flake() {
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let flake = std::fs::read_to_string(root.join("flake.nix")).unwrap();
     let names = readme_outputs(&readme);
-    for want in ["guest-image", "kbs"] {
+    for want in ["guest-image", "kbs", "kbs-image"] {
         assert!(
             names.iter().any(|n| n == want),
             "README must show .#{want}: {names:?}"

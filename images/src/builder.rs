@@ -187,9 +187,13 @@ impl ImageSpec {
         for (guest, host) in &self.files {
             t.file(guest, host, 0o644)?;
         }
-        let bins: Vec<PathBuf> = self.binaries.values().cloned().collect();
-        for (guest, host) in &self.binaries {
-            t.file(&guest_bin_path(guest), host, 0o755)?;
+        let bins: Vec<(String, PathBuf)> = self
+            .binaries
+            .iter()
+            .map(|(guest, host)| (guest_bin_path(guest), host.clone()))
+            .collect();
+        for (guest, host) in &bins {
+            t.file(guest, host, 0o755)?;
         }
         for (guest, host) in elf::closure(&bins, &elf::default_dirs())? {
             t.file(&guest, &host, 0o755)?;

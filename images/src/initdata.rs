@@ -8,8 +8,10 @@
 
 use std::io::{Read, Write};
 
-use serde::Deserialize;
-use sha2::{Digest, Sha256, Sha384, Sha512};
+use coco_jose::binding::{parse_init_data, InitDataError as ParseError};
+
+/// The digest algorithms, shared with the KBS and the guest agent.
+pub use coco_jose::binding::InitDataAlgorithm as Algorithm;
 
 pub const MAGIC: &[u8; 8] = b"initdata";
 /// Upper bound for the compressed and the decompressed TOML (a policy is a few KiB;
@@ -29,47 +31,9 @@ pub enum InitdataError {
     Gzip(std::io::Error),
     #[error("initdata is not UTF-8 TOML: {0}")]
     NotText(String),
-    #[error("initdata TOML: {0}")]
-    Toml(String),
-    #[error("unsupported initdata version {0:?} (expected 0.1.0)")]
-    Version(String),
-    #[error("unsupported initdata algorithm {0:?} (sha256, sha384 or sha512)")]
-    Algorithm(String),
-}
-
-/// Digest algorithm named by the TOML's `algorithm` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
-    Sha256,
-    Sha384,
-    Sha512,
-}
-
-impl Algorithm {
-    fn parse(s: &str) -> Result<Self, InitdataError> {
-        match s {
-            "sha256" => Ok(Self::Sha256),
-            "sha384" => Ok(Self::Sha384),
-            "sha512" => Ok(Self::Sha512),
-            other => Err(InitdataError::Algorithm(other.to_string())),
-        }
-    }
-
-    pub fn digest(self, data: &[u8]) -> Vec<u8> {
-        match self {
-            Self::Sha256 => Sha256::digest(data).to_vec(),
-            Self::Sha384 => Sha384::digest(data).to_vec(),
-            Self::Sha512 => Sha512::digest(data).to_vec(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct Header {
-    version: String,
-    algorithm: String,
-    #[serde(default)]
-    data: toml::Table,
+    /// Refused by the shared parser (TOML, version, algorithm, `[data]` entries).
+    #[error(transparent)]
+    Parse(#[from] ParseError),
 }
 
 /// A parsed, validated initdata document.
@@ -83,24 +47,13 @@ pub struct Initdata {
 }
 
 impl Initdata {
+    /// Validates `toml_text` with the parser the KBS and the guest agent use.
     pub fn parse(toml_text: &str) -> Result<Self, InitdataError> {
-        let h: Header =
-            toml::from_str(toml_text).map_err(|e| InitdataError::Toml(e.to_string()))?;
-        if h.version != "0.1.0" {
-            return Err(InitdataError::Version(h.version));
-        }
-        let algorithm = Algorithm::parse(&h.algorithm)?;
-        let mut data = std::collections::BTreeMap::new();
-        for (k, v) in h.data {
-            let v = v
-                .as_str()
-                .ok_or_else(|| InitdataError::Toml(format!("data.{k} is not a string")))?;
-            data.insert(k, v.to_string());
-        }
+        let parsed = parse_init_data("toml", toml_text)?;
         Ok(Self {
             toml: toml_text.to_string(),
-            algorithm,
-            data,
+            algorithm: parsed.algorithm,
+            data: parsed.files,
         })
     }
 
@@ -187,6 +140,7 @@ impl Initdata {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest as _;
 
     const DOC: &str = "version = \"0.1.0\"\nalgorithm = \"sha384\"\n\n[data]\n\"policy.rego\" = '''\npackage agent_policy\ndefault CreateContainerRequest := true\n'''\n\"aa.toml\" = \"[token_configs]\\n\"\n";
 
@@ -194,6 +148,7 @@ mod tests {
     fn roundtrip_and_binding() {
         let d = Initdata::parse(DOC).unwrap();
         assert_eq!(d.algorithm, Algorithm::Sha384);
+        assert_eq!(d.digest(), parse_init_data("toml", DOC).unwrap().digest);
         assert!(d.data["policy.rego"].contains("agent_policy"));
         let disk = d.to_disk().unwrap();
         assert_eq!(&disk[..8], MAGIC);
@@ -202,7 +157,7 @@ mod tests {
         let back = Initdata::from_disk(disk.as_slice()).unwrap();
         assert_eq!(back, d);
         // Digest is SHA-384 of the exact text; SNP gets it truncated, TDX exact.
-        let want = Sha384::digest(DOC.as_bytes());
+        let want = sha2::Sha384::digest(DOC.as_bytes());
         assert_eq!(d.digest_padded(48), want.to_vec());
         assert_eq!(d.digest_padded(32), want[..32].to_vec());
         let d256 = Initdata::parse(&DOC.replace("sha384", "sha256")).unwrap();
@@ -251,11 +206,11 @@ mod tests {
         assert!(Initdata::from_disk(corrupt.as_slice()).is_err());
         assert!(matches!(
             Initdata::parse("version = \"0.2.0\"\nalgorithm = \"sha256\"\n"),
-            Err(InitdataError::Version(_))
+            Err(InitdataError::Parse(ParseError::Version(_)))
         ));
         assert!(matches!(
             Initdata::parse("version = \"0.1.0\"\nalgorithm = \"md5\"\n"),
-            Err(InitdataError::Algorithm(_))
+            Err(InitdataError::Parse(ParseError::Algorithm(_)))
         ));
     }
 }

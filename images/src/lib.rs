@@ -6,11 +6,13 @@
 //! * [`kernel`]: Debian's cloud kernel package, cached, with `modules.dep`.
 //! * [`measure`]: SEV-SNP launch digest, TDX MRTD/RTMR1/RTMR2, vTPM PCR 4/9.
 //! * [`initdata`]: the initdata disk format (writer for the host, reader for the guest).
+//! * [`kata`]: the kernel command line Kata boots with, composed from its configuration.
 
 pub mod builder;
 pub mod cpio;
 pub mod elf;
 pub mod initdata;
+pub mod kata;
 pub mod kernel;
 pub mod measure;
 pub mod pause;

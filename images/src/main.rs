@@ -67,6 +67,24 @@ enum Cmd {
         #[arg(long)]
         toml: PathBuf,
     },
+    /// Print the kernel command line Kata boots with for a Kata configuration: its own
+    /// defaults (console, panic, nr_cpus, ...) followed by kernel_params. This, not
+    /// kernel_params alone, is what SNP/TDX/vTPM measure.
+    ///
+    /// Example:
+    ///   coco-image kata-cmdline --config deploy/kata/configuration-coco-snp.toml
+    #[command(verbatim_doc_comment)]
+    KataCmdline {
+        /// Kata configuration (TOML with [hypervisor.qemu]).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn kata_cmdline(config: &std::path::Path) -> Result<String> {
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    coco_image::kata::cmdline(&text).with_context(|| format!("{}", config.display()))
 }
 
 /// The pod annotation Kata reads initdata from.
@@ -107,9 +125,13 @@ struct BuildArgs {
     /// Firmware to ship next to the kernel (e.g. an AmdSev OVMF).
     #[arg(long)]
     firmware: Option<PathBuf>,
-    /// Kernel command line.
-    #[arg(long, default_value = builder::DEFAULT_CMDLINE)]
+    /// Kernel command line (measured as given).
+    #[arg(long, default_value = builder::DEFAULT_CMDLINE, conflicts_with = "kata_config")]
     cmdline: String,
+    /// Use the command line Kata composes from this configuration file (its defaults,
+    /// then kernel_params), so the measurement matches what Kata boots.
+    #[arg(long, value_name = "TOML")]
+    kata_config: Option<PathBuf>,
     /// mtime of every initrd entry.
     #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = 0)]
     mtime: u32,
@@ -224,7 +246,10 @@ fn build(a: BuildArgs) -> Result<()> {
         pause_bundle: a.pause_bundle,
         init: a.init,
         firmware: a.firmware,
-        cmdline: a.cmdline,
+        cmdline: match &a.kata_config {
+            Some(k) => kata_cmdline(k)?,
+            None => a.cmdline,
+        },
         mtime: a.mtime,
         compression: match a.compression {
             CompressionArg::Gzip => Compression::Gzip,
@@ -302,16 +327,16 @@ fn main() -> Result<()> {
             std::fs::write(&out, disk).with_context(|| format!("writing {}", out.display()))?;
             Ok(())
         }
+        Cmd::KataCmdline { config } => {
+            println!("{}", kata_cmdline(&config)?);
+            Ok(())
+        }
         Cmd::Annotation { toml } => {
             let text = std::fs::read_to_string(&toml)
                 .with_context(|| format!("reading {}", toml.display()))?;
             let doc = Initdata::parse(&text)?;
             println!("{INITDATA_ANNOTATION}: {}", doc.to_annotation()?);
-            println!(
-                "digest ({}): {}",
-                format!("{:?}", doc.algorithm).to_lowercase(),
-                hex::encode(doc.digest())
-            );
+            println!("digest ({}): {}", doc.algorithm, hex::encode(doc.digest()));
             Ok(())
         }
     }

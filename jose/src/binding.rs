@@ -65,15 +65,63 @@ mod tests {
     }
 }
 
+/// The digest algorithms an initdata document may name (its `algorithm` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitDataAlgorithm {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl InitDataAlgorithm {
+    /// The algorithm for its initdata name (`sha256`, `sha384`, `sha512`).
+    pub fn from_name(name: &str) -> Result<Self, InitDataError> {
+        match name {
+            "sha256" => Ok(Self::Sha256),
+            "sha384" => Ok(Self::Sha384),
+            "sha512" => Ok(Self::Sha512),
+            other => Err(InitDataError::Algorithm(other.to_owned())),
+        }
+    }
+
+    /// The initdata name of the algorithm.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+            Self::Sha384 => "sha384",
+            Self::Sha512 => "sha512",
+        }
+    }
+
+    /// Hash of `data` (32, 48 or 64 bytes).
+    pub fn digest(self, data: &[u8]) -> Vec<u8> {
+        use sha2::{Sha256, Sha512};
+        match self {
+            Self::Sha256 => Sha256::digest(data).to_vec(),
+            Self::Sha384 => Sha384::digest(data).to_vec(),
+            Self::Sha512 => Sha512::digest(data).to_vec(),
+        }
+    }
+}
+
+impl std::fmt::Display for InitDataAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Initdata as the attest request carries it (`{"format":"toml","body":..}`).
 #[derive(Debug, Clone)]
 pub struct InitData {
     /// Digest of the TOML text with the algorithm it names.
     pub digest: Vec<u8>,
-    /// The algorithm (`sha256`, `sha384`, `sha512`).
-    pub algorithm: String,
+    /// The algorithm the document names.
+    pub algorithm: InitDataAlgorithm,
     /// The `[data]` table as JSON (file name → content).
     pub data: serde_json::Value,
+    /// The same `[data]` table as file name → content.
+    pub files: std::collections::BTreeMap<String, String>,
 }
 
 /// Why initdata was refused.
@@ -87,13 +135,16 @@ pub enum InitDataError {
     Version(String),
     #[error("initdata algorithm `{0}` is not supported (sha256, sha384, sha512)")]
     Algorithm(String),
+    #[error("initdata `data.{0}` is not a string (every entry is a file's text)")]
+    Data(String),
 }
 
 /// Parse initdata TOML and compute its digest: the hash of the TOML text exactly
 /// as delivered, with the algorithm the TOML itself names (Trustee's
-/// `kbs/docs/initdata.md`).
+/// `kbs/docs/initdata.md`). This is the one implementation the KBS, the
+/// attestation agent, the guest agent and `coco-image` share, so the value the
+/// host binds at launch and the values the guest and the KBS expect cannot drift.
 pub fn parse_init_data(format: &str, body: &str) -> Result<InitData, InitDataError> {
-    use sha2::{Sha256, Sha512};
     if format != "toml" {
         return Err(InitDataError::Format(format.to_owned()));
     }
@@ -105,21 +156,33 @@ pub fn parse_init_data(format: &str, body: &str) -> Result<InitData, InitDataErr
     if version != "0.1.0" {
         return Err(InitDataError::Version(version));
     }
-    let algorithm = field("algorithm");
-    let digest = match algorithm.as_str() {
-        "sha256" => Sha256::digest(body.as_bytes()).to_vec(),
-        "sha384" => Sha384::digest(body.as_bytes()).to_vec(),
-        "sha512" => Sha512::digest(body.as_bytes()).to_vec(),
-        _ => return Err(InitDataError::Algorithm(algorithm)),
+    let algorithm = InitDataAlgorithm::from_name(&field("algorithm"))?;
+    let mut files = std::collections::BTreeMap::new();
+    match doc.get("data") {
+        None => {}
+        Some(toml::Value::Table(t)) => {
+            for (k, v) in t {
+                let text = v.as_str().ok_or_else(|| InitDataError::Data(k.clone()))?;
+                files.insert(k.clone(), text.to_owned());
+            }
+        }
+        Some(_) => return Err(InitDataError::Data(String::new())),
+    }
+    let data = if doc.contains_key("data") {
+        serde_json::Value::Object(
+            files
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        )
+    } else {
+        serde_json::Value::Null
     };
-    let data = doc
-        .get("data")
-        .map(|d| serde_json::to_value(d).unwrap_or(serde_json::Value::Null))
-        .unwrap_or(serde_json::Value::Null);
     Ok(InitData {
-        digest,
+        digest: algorithm.digest(body.as_bytes()),
         algorithm,
         data,
+        files,
     })
 }
 
@@ -134,6 +197,7 @@ mod init_data_tests {
         let d = parse_init_data("toml", TOML).unwrap();
         assert_eq!(d.digest, Sha384::digest(TOML.as_bytes()).to_vec());
         assert_eq!(d.data["aa.toml"], "[token_configs]\n");
+        assert_eq!(d.files["aa.toml"], "[token_configs]\n");
         let d256 = parse_init_data("toml", &TOML.replace("sha384", "sha256")).unwrap();
         assert_eq!(d256.digest.len(), 32);
     }
@@ -156,5 +220,30 @@ mod init_data_tests {
             parse_init_data("toml", "x = "),
             Err(InitDataError::Toml(_))
         ));
+        assert!(matches!(
+            parse_init_data("toml", &format!("{TOML}n = 1\n")),
+            Err(InitDataError::Data(k)) if k == "n"
+        ));
+        assert!(matches!(
+            parse_init_data(
+                "toml",
+                "version = \"0.1.0\"\nalgorithm = \"sha256\"\ndata = 1\n"
+            ),
+            Err(InitDataError::Data(_))
+        ));
+    }
+
+    #[test]
+    fn every_algorithm_has_its_length_and_name() {
+        for (name, len) in [("sha256", 32), ("sha384", 48), ("sha512", 64)] {
+            let d = parse_init_data("toml", &TOML.replace("sha384", name)).unwrap();
+            assert_eq!(d.digest.len(), len);
+            assert_eq!(d.algorithm.to_string(), name);
+            assert_eq!(serde_json::to_value(d.algorithm).unwrap(), name);
+        }
+        let none =
+            parse_init_data("toml", "version = \"0.1.0\"\nalgorithm = \"sha256\"\n").unwrap();
+        assert!(none.files.is_empty());
+        assert!(none.data.is_null());
     }
 }
