@@ -205,12 +205,10 @@ fn process_closure(
         if let Some(dir) = p.parent() {
             default.push(SearchDir::same(dir));
         }
-    } else if !exe_needs.needed.is_empty() {
-        return Err(ElfError::NotElf {
-            path: host.to_path_buf(),
-            reason: "needs shared libraries but has no PT_INTERP".into(),
-        });
     }
+    // No PT_INTERP but DT_NEEDED entries: a shared object shipped on its own (a
+    // dlopen()ed module such as a TPM TCTI). Whichever program loads it uses the
+    // default directories for its dependencies, which is what follows.
     for d in dirs {
         let d = SearchDir::same(d);
         if !default.contains(&d) {
@@ -445,6 +443,25 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("needed by /bin/ls"), "{msg}");
         assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+    }
+
+    #[test]
+    fn a_dlopened_shared_object_brings_its_libraries() {
+        // No PT_INTERP, one DT_NEEDED: how TCTI modules and other plugins look.
+        let lib = PathBuf::from("/lib/x86_64-linux-gnu/libgcc_s.so.1");
+        if !lib.is_file() {
+            eprintln!("skipped: {} not installed", lib.display());
+            return;
+        }
+        let got = closure(
+            &[("/usr/lib/x86_64-linux-gnu/libgcc_s.so.1".into(), lib)],
+            &default_dirs(),
+        )
+        .unwrap();
+        assert!(
+            got.iter().any(|(guest, _)| guest.ends_with("/libc.so.6")),
+            "{got:?}"
+        );
     }
 
     #[test]
