@@ -129,7 +129,8 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // tss-esapi logs every context close at info.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tss_esapi=warn")),
         )
         .with_writer(std::io::stderr)
         // As init, stderr is the serial console that logs are collected from: plain text.

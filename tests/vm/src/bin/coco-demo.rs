@@ -108,6 +108,8 @@ async fn main() -> anyhow::Result<()> {
     kbs.set_resource("default/image-kek/app", &kek).await?;
     let policy = confidential_policy_with_logs();
     let mut pod = PodVm::new(initdata_toml(Some(&kbs), &registry, Some(&policy)));
+    // Layers and rootfs on dm-crypt. Set before measuring: it is on the cmdline.
+    pod.scratch_mib = Some(512);
     match cli.tee {
         Tee::Tpm => {
             if !cli.ovmf.is_file() {
@@ -132,7 +134,6 @@ async fn main() -> anyhow::Result<()> {
             println!("   resource policy: releases keys to the sample TEE (development only)");
         }
     }
-    pod.scratch_mib = Some(512);
     println!("   KBS at {} (as the guest sees it)", kbs.guest_url());
     s.done("configure KBS");
 
