@@ -46,9 +46,19 @@
           type = "app";
           program = "${pkgs.writeShellApplication {
             name = "coco-demo";
-            runtimeInputs = [ workspace pkgs.openssl pkgs.curl ];
+            # The VM demo: QEMU + vsock backend + vTPM, a registry, image tools; the
+            # guest image is the flake's own (no Debian kernel download).
+            runtimeInputs = with pkgs; [
+              workspace qemu swtpm skopeo umoci docker-distribution
+            ];
             text = ''
               export COCO_BIN_DIR=${workspace}/bin
+              export COCO_GUEST_IMAGE=${guest.image}
+              export COCO_OVMF=${pkgs.OVMF.fd}/FV/OVMF.fd
+              export COCO_DOCKER_REGISTRY=${pkgs.docker-distribution}/bin/registry
+              export COCO_BUSYBOX=${pkgs.pkgsStatic.busybox}/bin/busybox
+              ${lib.optionalString (pkgs ? vhost-device-vsock)
+                "export COCO_VHOST_DEVICE_VSOCK=${pkgs.vhost-device-vsock}/bin/vhost-device-vsock"}
               exec ${pkgs.bash}/bin/bash ${./scripts/demo.sh} "$@"
             '';
           }}/bin/coco-demo";

@@ -35,15 +35,17 @@ in
   vm = (cargoCheck "vm" ''
     export HOME=$TMPDIR
     export COCO_VM_ACCEL=kvm
-    # tests/vm does not read a prebuilt image yet (it builds its own with coco-image);
-    # COCO_GUEST_IMAGE is the hook for it.
+    # The pod tests boot the Nix-built guest image instead of building one from
+    # Debian's kernel.
     export COCO_GUEST_IMAGE=${guestImage}
     export COCO_VHOST_DEVICE_VSOCK=${vhostVsock}/bin/vhost-device-vsock
     export COCO_QEMU=${pkgs.qemu}/bin/qemu-system-x86_64
     export COCO_SWTPM=${pkgs.swtpm}/bin/swtpm
     export COCO_BUSYBOX=${pkgs.pkgsStatic.busybox}/bin/busybox
+    export COCO_DOCKER_REGISTRY=${pkgs.docker-distribution}/bin/registry
+    export COCO_OVMF=${pkgs.OVMF.fd}/FV/OVMF.fd
     cargo test --offline -p vm-tests
-  '' [ pkgs.qemu pkgs.swtpm vhostVsock ]).overrideAttrs {
+  '' (with pkgs; [ qemu swtpm vhostVsock skopeo umoci runc docker-distribution ])).overrideAttrs {
     requiredSystemFeatures = [ "kvm" ];
   };
 }

@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(3);
     let work = tempfile::tempdir()?;
     let kernel = cloud_kernel().context("Debian cloud kernel")?;
-    let guest = Guest::get(&kernel, &work.path().join("guest"))?;
+    let guest = Guest::build(&kernel, &work.path().join("guest"))?;
     let bare = TestImage::bare().build(&kernel, &work.path().join("bare"))?;
     let registry = Registry::start(work.path())?;
     let app = AppImage::build(work.path())?;

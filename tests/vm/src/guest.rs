@@ -103,11 +103,12 @@ fn stripped(bin: &Path, out: &Path) -> Result<PathBuf, VmError> {
 }
 
 impl Guest {
-    /// `$COCO_GUEST_IMAGE` if set, else a fresh build into `out`.
-    pub fn get(kernel: &KernelTree, out: &Path) -> Result<Self, VmError> {
+    /// `$COCO_GUEST_IMAGE` if set, else a fresh build into `out` from Debian's cloud
+    /// kernel (fetched and cached on first use).
+    pub fn get(out: &Path) -> Result<Self, VmError> {
         match std::env::var_os("COCO_GUEST_IMAGE") {
             Some(dir) => Self::prebuilt(Path::new(&dir)),
-            None => Self::build(kernel, out),
+            None => Self::build(&crate::image::cloud_kernel()?, out),
         }
     }
 

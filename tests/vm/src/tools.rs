@@ -60,3 +60,21 @@ pub fn swtpm() -> Result<PathBuf, VmError> {
 pub fn busybox() -> Result<PathBuf, VmError> {
     require("busybox", "COCO_BUSYBOX")
 }
+
+/// OVMF for measured direct boot: `$COCO_OVMF`, else Debian's unified image.
+pub fn ovmf() -> Result<PathBuf, VmError> {
+    let p = std::env::var_os("COCO_OVMF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/usr/share/ovmf/OVMF.fd".into());
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(VmError::MissingTool {
+            tool: "OVMF".into(),
+            hint: format!(
+                "{} missing: run {SETUP_SCRIPT} or set COCO_OVMF",
+                p.display()
+            ),
+        })
+    }
+}

@@ -8,7 +8,6 @@
 use std::time::Instant;
 
 use vm_tests::guest::Guest;
-use vm_tests::image::cloud_kernel;
 use vm_tests::pod::{confidential_policy_with_logs, initdata_toml, PodVm};
 use vm_tests::services::{AppImage, Kbs, Registry, ALLOW_SAMPLE_POLICY};
 
@@ -26,8 +25,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let work = tempfile::tempdir().unwrap();
-    let kernel = cloud_kernel().expect("Debian cloud kernel");
-    let guest = Guest::get(&kernel, &work.path().join("guest")).unwrap();
+    let guest = Guest::get(&work.path().join("guest")).unwrap();
     eprintln!("guest initrd: {} bytes", guest.initrd_size);
     let registry = Registry::start(work.path()).unwrap();
     let app = AppImage::build(work.path()).unwrap();
@@ -137,11 +135,7 @@ async fn sample_tee_pod_plain_then_encrypted_denied_then_released_exec_refused()
 async fn tpm_attested_encrypted_pod_and_swapped_initdata_gets_no_key() {
     use vm_tests::attest::{enroll_tpm, pcr8_for, tpm_reference_values};
     use vm_tests::services::ALLOW_TPM_POLICY;
-    let ovmf = std::path::Path::new("/usr/share/ovmf/OVMF.fd");
-    assert!(
-        ovmf.is_file(),
-        "OVMF missing: run scripts/setup-vm-tools.sh"
-    );
+    let ovmf = vm_tests::tools::ovmf().unwrap();
     let f = fixture().await;
     let state = f._work.path().join("tpm-state");
     let ak = enroll_tpm(&state).unwrap();
@@ -149,7 +143,7 @@ async fn tpm_attested_encrypted_pod_and_swapped_initdata_gets_no_key() {
     let policy = confidential_policy_with_logs();
     let good = initdata_toml(Some(&f.kbs), &f.registry, Some(&policy));
     let mut pod = PodVm::new(good.clone());
-    pod.firmware = vm_tests::Firmware::Ovmf(ovmf.to_path_buf());
+    pod.firmware = vm_tests::Firmware::Ovmf(ovmf);
     pod.tpm = true;
     pod.tpm_state = Some(state.clone());
 

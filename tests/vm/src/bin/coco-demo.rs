@@ -8,11 +8,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Parser, ValueEnum};
 use vm_tests::attest::{enroll_tpm, tpm_reference_values};
 use vm_tests::guest::Guest;
-use vm_tests::image::cloud_kernel;
 use vm_tests::pod::{
     attestations_from_serial, confidential_policy_with_logs, initdata_toml, PodVm,
 };
@@ -39,9 +38,9 @@ struct Cli {
     /// host has neither, so the choice is between a vTPM and nothing.
     #[arg(long, value_enum, default_value_t = Tee::Tpm)]
     tee: Tee,
-    /// OVMF for the vTPM measured boot.
-    #[arg(long, default_value = "/usr/share/ovmf/OVMF.fd")]
-    ovmf: PathBuf,
+    /// OVMF for the vTPM measured boot [default: $COCO_OVMF, else Debian's OVMF.fd].
+    #[arg(long)]
+    ovmf: Option<PathBuf>,
     /// Keep the work directory (guest image, serial log) here instead of a temp dir.
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -85,8 +84,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     s.start("guest image (kernel, initrd with coco-agent as /init, runc, pause)");
-    let kernel = cloud_kernel().context("Debian cloud kernel")?;
-    let guest = Guest::get(&kernel, &work.join("guest"))?;
+    let guest = Guest::get(&work.join("guest"))?;
     println!(
         "   {} + {} ({:.1} MiB)",
         guest.kernel.display(),
@@ -112,15 +110,13 @@ async fn main() -> anyhow::Result<()> {
     pod.scratch_mib = Some(512);
     match cli.tee {
         Tee::Tpm => {
-            if !cli.ovmf.is_file() {
-                bail!(
-                    "{} missing: run scripts/setup-vm-tools.sh",
-                    cli.ovmf.display()
-                );
-            }
+            let ovmf = match &cli.ovmf {
+                Some(p) => p.clone(),
+                None => vm_tests::tools::ovmf()?,
+            };
             let state = work.join("tpm-state");
             let ak = enroll_tpm(&state)?;
-            pod.firmware = Firmware::Ovmf(cli.ovmf.clone());
+            pod.firmware = Firmware::Ovmf(ovmf);
             pod.tpm = true;
             pod.tpm_state = Some(state);
             let rv = tpm_reference_values(&guest, &pod, &ak)?;
