@@ -4,10 +4,11 @@
 #   $OUT/OVMF-AmdSev.fd     OvmfPkg/AmdSev/AmdSevX64.dsc   (SEV-SNP: kernel-hashes section)
 #   $OUT/OVMF-IntelTdx.fd   OvmfPkg/IntelTdx/IntelTdxX64.dsc (TDX: TDVF metadata)
 #   $OUT/MANIFEST           edk2 source version, source digests, output sha256s
-# Every variant is built twice, from two separately unpacked source trees (each with
-# its own BaseTools build), and must come out bit-for-bit identical: fixed
-# SOURCE_DATE_EPOCH, deterministic grub memdisk, one fixed build path (see
-# BUILD_PATH). Idempotent: when MANIFEST names the same source version and the
+# Every variant is built twice, from two separately unpacked source trees in two
+# different directories of equal path length (each with its own BaseTools build), and
+# must come out bit-for-bit identical and equal to the pinned sha256: fixed
+# SOURCE_DATE_EPOCH, deterministic grub memdisk, fixed build path length (see WORK).
+# Idempotent: when MANIFEST names the same source version and the
 # outputs still have the recorded sha256, nothing is done.
 #
 # Debian has no binary AmdSev/IntelTdx OVMF, and its OVMF.fd lacks the SNP
@@ -15,7 +16,7 @@
 #
 # Env: COCO_OVMF_CACHE (default /var/cache/coco-image/ovmf), EDK2_DEB_VERSION (pinned),
 #      OVMF_JOBS (default 2), OVMF_VARIANTS (default "AmdSev IntelTdx"),
-#      OVMF_BUILDS (default 2; 1 skips the second, checking build: half the time).
+#      OVMF_BUILDS (default 2; 1 builds once and relies on the pinned digests below).
 set -euo pipefail
 
 OUT=${COCO_OVMF_CACHE:-/var/cache/coco-image/ovmf}
@@ -23,13 +24,25 @@ OUT=${COCO_OVMF_CACHE:-/var/cache/coco-image/ovmf}
 # metadata section (edk2-stable202302), so its AmdSev build cannot do measured
 # direct boot under SNP. Only the source is used; it builds with bookworm's tools.
 EDK2_SUITE=${EDK2_SUITE:-trixie}
-EDK2_DEB_VERSION=${EDK2_DEB_VERSION:-2025.02-8+deb13u1}
+DEFAULT_EDK2_DEB_VERSION=2025.02-8+deb13u1
+EDK2_DEB_VERSION=${EDK2_DEB_VERSION:-$DEFAULT_EDK2_DEB_VERSION}
 JOBS=${OVMF_JOBS:-2}
 VARIANTS=${OVMF_VARIANTS:-AmdSev IntelTdx}
 BUILDS=${OVMF_BUILDS:-2}
 # 2025-02-24T00:00:00Z: the edk2-stable202502 release day. Nothing in the firmware
 # should carry a build time; this pins anything that would.
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1740355200}
+DEFAULT_SOURCE_DATE_EPOCH=1740355200
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$DEFAULT_SOURCE_DATE_EPOCH}
+# What two independent builds of the pinned source produced on Debian 12 (gcc 12,
+# nasm 2.16, acpica 20200925, grub 2.06): a build that differs is refused. After a
+# deliberate change of source or toolchain, set these to the new MANIFEST values
+# (empty = no pin) once two builds have agreed. Only for the default source and epoch.
+declare -A PINNED_SHA256=()
+[ "$EDK2_DEB_VERSION/$SOURCE_DATE_EPOCH" != "$DEFAULT_EDK2_DEB_VERSION/$DEFAULT_SOURCE_DATE_EPOCH" ] ||
+PINNED_SHA256=(
+    [AmdSev]=${OVMF_AMDSEV_SHA256-ce279f18fb783d107fd18b9769ee49af23a4d1b57a7963b11dbb08d111bd7560}
+    [IntelTdx]=${OVMF_INTELTDX_SHA256-7c4afbc317d046ffc3a0ac9d6fb3d5ecaafc99318eb8dd10ef8942f3647526e5}
+)
 NICE=(nice -n 19)
 SRC=$OUT/src
 MANIFEST=$OUT/MANIFEST
@@ -151,19 +164,11 @@ prepare_tree() {
     touch -d "@$SOURCE_DATE_EPOCH" "$dir/edk2/OvmfPkg/AmdSev/Grub/grub.cfg"
 }
 
-# edk2's GenFw writes the absolute path of every module's .dll into its PE CodeView
-# debug entry, and the path length shifts the section layout: the build path is an
-# input of the firmware. So every build runs at the same fixed path ($BUILD_PATH),
-# from its own freshly unpacked tree that is moved there and back.
-BUILD_PATH=/var/tmp/coco-ovmf-build/edk2
 build_tree() {
     local dir=$1 variant=$2 rc=0
-    mkdir -p "$(dirname "$BUILD_PATH")"
-    rm -rf "$BUILD_PATH"
-    mv "$dir/edk2" "$BUILD_PATH"
     (
         # set -e does not apply inside a subshell tested with ||: check each step.
-        cd "$BUILD_PATH" || exit 1
+        cd "$dir/edk2" || exit 1
         unset WORKSPACE EDK_TOOLS_PATH CONF_PATH PACKAGES_PATH
         export PYTHON3_ENABLE=TRUE PYTHON_COMMAND=/usr/bin/python3
         local dsc
@@ -178,7 +183,6 @@ build_tree() {
         . ./edksetup.sh || exit 1
         "${NICE[@]}" build -a X64 -t GCC5 -b RELEASE -n "$JOBS" -p "$dsc" || exit 1
     ) >"$dir/build-$variant.log" 2>&1 || rc=$?
-    mv "$BUILD_PATH" "$dir/edk2"
     [ "$rc" = 0 ] || return "$rc"
     echo "$dir/edk2/$(builddir_of "$variant")/FV/OVMF.fd"
 }
@@ -186,7 +190,14 @@ build_tree() {
 install_deps
 DSC=$(fetch_source)
 V=${EDK2_DEB_VERSION#*:}
-WORK=$OUT/work
+# edk2's GenFw reserves room for the module's absolute .dll path in each PE image's
+# debug entry; RELEASE images keep no path, but the reserved size moves section
+# offsets, so the *length* of the build path is an input of the firmware (12 of 88
+# AmdSev modules change between trees at /…/a/edk2 and /…/second-tree/edk2). The
+# trees therefore live at fixed paths of equal length, independent of COCO_OVMF_CACHE:
+# two different directories, so equal images show the path's content does not matter.
+WORK=/var/tmp/coco-ovmf-build
+rm -rf "$WORK"
 mkdir -p "$WORK"
 start=$(date +%s)
 log "edk2 $EDK2_DEB_VERSION, SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH, variants: $VARIANTS"
@@ -204,8 +215,13 @@ for v in $VARIANTS; do
     t1=$(date +%s)
     sa=$(sha256sum "$fa" | cut -d' ' -f1)
     log "$v: build A ${sa} ($((t1 - t0)) s)"
+    pin=${PINNED_SHA256[$v]:-}
+    if [ -n "$pin" ] && [ "$sa" != "$pin" ]; then
+        log "$v: NOT reproducible: sha256 $sa, pinned $pin (toolchain: $(gcc -dumpfullversion), see MANIFEST of the pinned build)"
+        exit 1
+    fi
     if [ "$BUILDS" = 1 ]; then
-        results+=("OVMF-$v.fd sha256=$sa" "OVMF-$v.fd build_seconds=$((t1 - t0)) (single build, not checked)")
+        results+=("OVMF-$v.fd sha256=$sa" "OVMF-$v.fd build_seconds=$((t1 - t0)) (one build, equal to the pinned digest: ${pin:+yes}${pin:-no pin})")
     else
         fb=$(build_tree "$WORK/b" "$v") || { log "$v: second build failed"; exit 1; }
         t2=$(date +%s)
@@ -214,7 +230,7 @@ for v in $VARIANTS; do
         if [ "$sa" != "$sb" ]; then
             log "$v: NOT reproducible: $fa and $fb differ"; exit 1
         fi
-        results+=("OVMF-$v.fd sha256=$sa" "OVMF-$v.fd build_seconds=$((t1 - t0)),$((t2 - t1)) (two builds, identical)")
+        results+=("OVMF-$v.fd sha256=$sa" "OVMF-$v.fd build_seconds=$((t1 - t0)),$((t2 - t1)) (two builds, identical${pin:+, equal to the pinned digest})")
     fi
     install -m 0644 "$fa" "$OUT/OVMF-$v.fd.tmp" && mv "$OUT/OVMF-$v.fd.tmp" "$OUT/OVMF-$v.fd"
 done
