@@ -221,7 +221,7 @@ for v in $VARIANTS; do
         exit 1
     fi
     if [ "$BUILDS" = 1 ]; then
-        results+=("OVMF-$v.fd sha256=$sa" "OVMF-$v.fd build_seconds=$((t1 - t0)) (one build, equal to the pinned digest: ${pin:+yes}${pin:-no pin})")
+        results+=("OVMF-$v.fd sha256=$sa" "OVMF-$v.fd build_seconds=$((t1 - t0)) (one build, $([ -n "$pin" ] && echo "equal to the pinned digest" || echo "no pinned digest"))")
     else
         fb=$(build_tree "$WORK/b" "$v") || { log "$v: second build failed"; exit 1; }
         t2=$(date +%s)

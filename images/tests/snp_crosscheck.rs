@@ -138,7 +138,8 @@ fn cached_amdsev_ovmf_matches_reference_when_present() {
     if !path.is_file() {
         eprintln!(
             "skipped: no AmdSev OVMF build at {}; build it with scripts/build-ovmf.sh (about \
-             15 minutes on 2 cores, cached) or set COCO_AMDSEV_OVMF; the synthetic firmware \
+             10 minutes once, cached; scripts/setup-measure-tools.sh runs it) or set \
+             COCO_AMDSEV_OVMF; the synthetic firmware \
              test covers the kernel-hashes path meanwhile",
             path.display()
         );
