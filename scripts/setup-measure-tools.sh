@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the reference launch-measurement calculator the images tests cross-check
-# against (PyPI sev-snp-measure, pinned), and Debian's OVMF (real firmware for the
-# no-kernel-hashes cross-check). Idempotent. CI runs this before `cargo test -p coco-image`.
+# against (PyPI sev-snp-measure, pinned), Debian's OVMF (real firmware for the
+# no-kernel-hashes cross-check), and build the AmdSev/IntelTdx OVMF (cached).
+# Idempotent. CI runs this before `cargo test -p coco-image`.
 set -euo pipefail
 VENV=/var/cache/coco-image/venv
 SEV_SNP_MEASURE_VERSION=0.0.13
@@ -17,4 +18,9 @@ for p in ovmf; do
         done
     }
 done
-echo "measure tools ready: $("$VENV/bin/sev-snp-measure" --version)"
+# AmdSev + IntelTdx OVMF from Debian's edk2 source (the SNP cross-check on real
+# firmware, the IntelTdx MRTD test). Built once per machine and cached; one build per
+# variant, checked against the sha256 the script pins (about 9 minutes cold on 2 busy
+# cores, a sha256 check afterwards). `scripts/build-ovmf.sh` alone builds twice.
+OVMF_BUILDS=1 "$(dirname "$0")/build-ovmf.sh"
+echo "measure tools ready: $("$VENV/bin/sev-snp-measure" --version), OVMF in /var/cache/coco-image/ovmf"

@@ -137,23 +137,48 @@ fn cached_amdsev_ovmf_matches_reference_when_present() {
         .unwrap_or_else(|| PathBuf::from("/var/cache/coco-image/ovmf/OVMF-AmdSev.fd"));
     if !path.is_file() {
         eprintln!(
-            "skipped: no AmdSev OVMF build at {} (set COCO_AMDSEV_OVMF); the synthetic \
-             firmware test covers the kernel-hashes path",
+            "skipped: no AmdSev OVMF build at {}; build it with scripts/build-ovmf.sh (about \
+             10 minutes once, cached; scripts/setup-measure-tools.sh runs it) or set \
+             COCO_AMDSEV_OVMF; the synthetic firmware \
+             test covers the kernel-hashes path meanwhile",
             path.display()
         );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let kernel = write(dir.path(), "k", &vec![1u8; 4096]);
-    let initrd = write(dir.path(), "i", &vec![2u8; 4096]);
+    // A kernel-sized kernel and initrd, so the hashes table is filled from real-size
+    // inputs, not just one page.
+    let kernel = write(
+        dir.path(),
+        "k",
+        &(0..9_000_000u32)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<_>>(),
+    );
+    let initrd = write(dir.path(), "i", &vec![2u8; 3_000_001]);
+    let mut seen = std::collections::BTreeSet::new();
     for vcpus in [1, 2, 4] {
-        let mut l = SnpLaunch::new(&path, vcpus);
-        l.kernel = Some(kernel.clone());
-        l.initrd = Some(initrd.clone());
-        l.cmdline = Some("console=ttyS0".into());
-        assert_eq!(
-            hex::encode(launch_digest(&l).unwrap()),
-            reference_digest(&l)
-        );
+        for cpu in ["EPYC-v4", "EPYC-Milan", "EPYC-Genoa"] {
+            let mut l = SnpLaunch::new(&path, vcpus);
+            l.vcpu_type = cpu.into();
+            l.kernel = Some(kernel.clone());
+            l.initrd = Some(initrd.clone());
+            l.cmdline = Some("console=ttyS0 root=/dev/vda1".into());
+            let ours = hex::encode(launch_digest(&l).unwrap());
+            assert_eq!(ours, reference_digest(&l), "{vcpus} vCPUs, {cpu}");
+            eprintln!("AmdSev OVMF, {vcpus} vCPU {cpu}: {ours}");
+            seen.insert(ours);
+        }
+        // Firmware-only launch of the same firmware (no -kernel): still equal.
+        let l = SnpLaunch::new(&path, vcpus);
+        let fw_only = hex::encode(launch_digest(&l).unwrap());
+        assert_eq!(fw_only, reference_digest(&l), "{vcpus} vCPUs, no kernel");
+        // The kernel-hashes page is really measured: without a kernel it is a zero page.
+        assert!(!seen.contains(&fw_only));
     }
+    assert_eq!(
+        seen.len(),
+        9,
+        "every vCPU count and model gives its own digest"
+    );
 }

@@ -132,6 +132,88 @@ fn debian_ovmf_has_tdx_metadata() {
     assert_ne!(m, tdx::mrtd(&fw, PageOrder::TwoPass).unwrap());
 }
 
+/// The IntelTdx OVMF built by `scripts/build-ovmf.sh` (or `COCO_INTELTDX_OVMF`).
+fn cached_inteltdx_ovmf() -> Option<Vec<u8>> {
+    let path = std::env::var_os("COCO_INTELTDX_OVMF")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/cache/coco-image/ovmf/OVMF-IntelTdx.fd".into());
+    match std::fs::read(&path) {
+        Ok(fw) => Some(fw),
+        Err(e) => {
+            eprintln!(
+                "skipped: no IntelTdx OVMF at {} ({e}); build it with scripts/build-ovmf.sh \
+                 or set COCO_INTELTDX_OVMF",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// MRTD written out from the TDX module's rules for a section list, independently of
+/// `tdx::mrtd`'s loop: every non-PAGE.AUG page added, MR.EXTEND pages hashed in
+/// 256-byte chunks right after their PAGE.ADD.
+fn mrtd_by_hand(fw: &[u8], secs: &[tdx::TdvfSection]) -> [u8; 48] {
+    let mut h = Sha384::new();
+    for s in secs {
+        for page in 0..s.memory_data_size / 0x1000 {
+            let gpa = s.memory_address + page * 0x1000;
+            if s.attributes & 2 == 0 {
+                h.update(rec("MEM.PAGE.ADD", gpa));
+            }
+            if s.attributes & 1 == 1 {
+                for c in 0..16u64 {
+                    let off = (u64::from(s.data_offset) + page * 0x1000 + c * 256) as usize;
+                    h.update(rec("MR.EXTEND", gpa + c * 256));
+                    h.update(&fw[off..off + 256]);
+                }
+            }
+        }
+    }
+    h.finalize().into()
+}
+
+#[test]
+fn cached_inteltdx_ovmf_mrtd_when_present() {
+    let Some(fw) = cached_inteltdx_ovmf() else {
+        return;
+    };
+    let secs = tdx::tdvf_sections(&fw).unwrap();
+    eprintln!("IntelTdx TDVF sections: {secs:#x?}");
+    // TDVF layout (edk2 OvmfPkg/IntelTdx): BFV measured into MRTD from the image, CFV
+    // (variables) in the image but measured into RTMR0 by the firmware, a TD HOB, and
+    // temporary memory that is accepted at build or augmented later.
+    let bfv: Vec<_> = secs.iter().filter(|s| s.section_type == 0).collect();
+    assert_eq!(bfv.len(), 1, "{secs:?}");
+    assert_eq!(bfv[0].attributes & 1, 1, "BFV must be MR.EXTENDed");
+    assert_eq!(u64::from(bfv[0].raw_data_size), bfv[0].memory_data_size);
+    // The BFV ends at 4 GiB with the image's last byte (the reset vector).
+    assert_eq!(bfv[0].memory_address + bfv[0].memory_data_size, 1 << 32);
+    assert_eq!(
+        u64::from(bfv[0].data_offset) + bfv[0].memory_data_size,
+        fw.len() as u64
+    );
+    let cfv: Vec<_> = secs.iter().filter(|s| s.section_type == 1).collect();
+    assert_eq!(cfv.len(), 1, "{secs:?}");
+    assert_eq!(cfv[0].attributes & 1, 0, "CFV is not part of MRTD");
+    assert!(secs.iter().any(|s| s.section_type == 2), "TD HOB: {secs:?}");
+
+    let m = tdx::mrtd(&fw, PageOrder::Interleaved).unwrap();
+    assert_eq!(m, mrtd_by_hand(&fw, &secs));
+    eprintln!("IntelTdx OVMF MRTD: {}", hex::encode(m));
+    // A byte of the BFV changes MRTD; a byte of the CFV (variable store) does not.
+    let mut changed = fw.clone();
+    changed[bfv[0].data_offset as usize + 0x1000] ^= 1;
+    assert_ne!(tdx::mrtd(&changed, PageOrder::Interleaved).unwrap(), m);
+    let mut vars = fw.clone();
+    vars[cfv[0].data_offset as usize + 0x100] ^= 1;
+    assert_eq!(tdx::mrtd(&vars, PageOrder::Interleaved).unwrap(), m);
+    // Not the same firmware as Debian's unified OVMF.fd.
+    if let Ok(debian) = std::fs::read("/usr/share/ovmf/OVMF.fd") {
+        assert_ne!(tdx::mrtd(&debian, PageOrder::Interleaved).unwrap(), m);
+    }
+}
+
 fn event_log() -> Vec<(u32, String, String, String)> {
     let text = include_str!("../testdata/CCEL_data_ovmf.parsed.json");
     let v: serde_json::Value = serde_json::from_str(text).unwrap();
