@@ -23,3 +23,4 @@ pub mod runtime;
 pub mod server;
 pub mod spec;
 pub mod storage;
+pub mod switchroot;

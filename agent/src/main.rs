@@ -146,6 +146,17 @@ fn main() -> anyhow::Result<()> {
         return tokio::runtime::Runtime::new()?.block_on(image_mgmt::cli::run_pull(args, broker));
     }
     let init_mode = cli.init || std::process::id() == 1;
+    // PID 1 of an initramfs: move into a tmpfs root so runc can pivot_root.
+    let mut no_pivot = false;
+    if std::process::id() == 1 && coco_agent::switchroot::on_initramfs() {
+        match coco_agent::switchroot::switch_to_tmpfs() {
+            Ok(()) => tracing::info!("root moved from the initramfs to a tmpfs"),
+            Err(e) => {
+                tracing::warn!("switch_root to tmpfs failed, containers use runc --no-pivot: {e}");
+                no_pivot = true;
+            }
+        }
+    }
     if init_mode {
         init::mount_basics().context("mounting basic filesystems")?;
     }
@@ -153,10 +164,10 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(run(cli, init_mode))
+        .block_on(run(cli, init_mode, no_pivot))
 }
 
-async fn run(cli: Cli, init_mode: bool) -> anyhow::Result<()> {
+async fn run(cli: Cli, init_mode: bool, no_pivot: bool) -> anyhow::Result<()> {
     let _reaper = Reaper::global();
     let mut config = AgentConfig {
         init_mode,
@@ -299,7 +310,7 @@ async fn run(cli: Cli, init_mode: bool) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&config.runc_root)?;
     let mut runc = Runc::new(config.runc.clone(), config.runc_root.clone());
-    runc.no_pivot = init_mode && Runc::root_is_initramfs();
+    runc.no_pivot = no_pivot;
     let runtime = Arc::new(runc);
     let addr = config.server_addr.clone();
     let agent = Arc::new(Agent::new(

@@ -68,8 +68,8 @@ pub trait Runtime: Send + Sync + std::fmt::Debug {
 pub struct Runc {
     pub binary: PathBuf,
     pub root: PathBuf,
-    /// `runc create --no-pivot`: pivot_root(2) fails when the guest's root is the
-    /// initramfs, so runc moves the rootfs with MS_MOVE + chroot instead.
+    /// `runc create --no-pivot` (MS_MOVE + chroot instead of pivot_root): only when
+    /// the guest's root is still the initramfs, where pivot_root(2) is refused.
     pub no_pivot: bool,
 }
 
@@ -80,17 +80,6 @@ impl Runc {
             root: root.into(),
             no_pivot: false,
         }
-    }
-
-    /// Whether `/` is an initramfs (ramfs/tmpfs rootfs), where pivot_root is refused.
-    pub fn root_is_initramfs() -> bool {
-        use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
-        // linux/magic.h; nix has no constant for it.
-        const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
-        statfs("/").is_ok_and(|s| {
-            let t = s.filesystem_type();
-            t == RAMFS_MAGIC || t == TMPFS_MAGIC
-        })
     }
 
     fn command(&self) -> Command {

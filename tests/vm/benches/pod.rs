@@ -75,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
             .first()
             .map(|a| Duration::from_millis(a.handshake_ms))
             .context("no attestation logged on the console")?;
-        shim.exec("bench", "mem", &["/bin/cat", "/proc/meminfo"])
+        shim.exec("bench", "mem", &["/bin/busybox", "cat", "/proc/meminfo"])
             .await?;
         let meminfo = shim.read_exec_stdout("bench", "mem").await;
         let field = |k: &str| -> u64 {

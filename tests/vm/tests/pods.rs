@@ -57,6 +57,13 @@ async fn sample_tee_pod_plain_then_encrypted_denied_then_released_exec_refused()
     let (vm, mut shim) = pod.boot(&f.guest).await.unwrap();
     eprintln!("agent ready after {:?}", shim.timings.agent_ready);
 
+    // The agent left the initramfs for a tmpfs root, so runc can pivot_root.
+    assert!(
+        vm.serial()
+            .contains("root moved from the initramfs to a tmpfs"),
+        "{}",
+        vm.diagnostics()
+    );
     shim.setup_network().await.unwrap();
     shim.create_sandbox("sb").await.unwrap();
     shim.start_pause().await.unwrap();
