@@ -42,14 +42,30 @@ pub fn bound_attester(
     host: &dyn HostProbe,
     initdata: Option<&Initdata>,
 ) -> Result<Arc<dyn Attester>, SetupError> {
+    bound_attester_with(kind, None, host, initdata)
+}
+
+/// [`bound_attester`], with the sample TEE's stand-in for the launch-time digest
+/// register (SNP `HOST_DATA`): `agent.sample_host_data=` on the kernel command line,
+/// set by the host like the real register. Without it the sample TEE reports the
+/// initdata the guest read.
+pub fn bound_attester_with(
+    kind: &str,
+    sample_host_data: Option<&str>,
+    host: &dyn HostProbe,
+    initdata: Option<&Initdata>,
+) -> Result<Arc<dyn Attester>, SetupError> {
     let kind: AttesterKind = kind
         .parse()
         .map_err(|e: String| SetupError::Kind(kind.to_string(), e))?;
-    let attester: Arc<dyn Attester> = match (kind, initdata) {
-        // No hardware carries a launch-time digest for the sample TEE: it reports
-        // the initdata the guest read, as untrusted as everything else it says.
-        (AttesterKind::Sample, Some(d)) => Arc::new(attester::sample::SampleAttester {
-            init_data: Some(hex::encode(d.digest())),
+    let attester: Arc<dyn Attester> = match kind {
+        // No hardware carries a launch-time digest for the sample TEE: the host's
+        // stand-in if given, else the initdata the guest read (as untrusted as
+        // everything else the sample TEE says).
+        AttesterKind::Sample => Arc::new(attester::sample::SampleAttester {
+            init_data: sample_host_data
+                .map(str::to_owned)
+                .or_else(|| initdata.map(|d| hex::encode(d.digest()))),
         }),
         _ => Arc::from(attester::detect::build(kind, host).map_err(SetupError::Attester)?),
     };
@@ -88,13 +104,13 @@ pub fn kbs_broker(
 pub fn broker(
     url: Option<&str>,
     ca_pem: Option<Vec<u8>>,
-    kind: &str,
+    (kind, sample_host_data): (&str, Option<&str>),
     host: &dyn HostProbe,
     initdata: Option<&Initdata>,
 ) -> Option<Arc<dyn KeyBroker>> {
     let url = url?;
-    let built =
-        bound_attester(kind, host, initdata).and_then(|a| kbs_broker(url, ca_pem, a, initdata));
+    let built = bound_attester_with(kind, sample_host_data, host, initdata)
+        .and_then(|a| kbs_broker(url, ca_pem, a, initdata));
     match built {
         Ok(b) => Some(b),
         Err(e) => {
@@ -122,12 +138,19 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_tee_encrypted_pulls_fail_with_the_reason() {
-        assert!(broker(None, None, "auto", &NoTee, None).is_none());
-        let b = broker(Some("https://kbs:8080"), None, "auto", &NoTee, None).unwrap();
+        assert!(broker(None, None, ("auto", None), &NoTee, None).is_none());
+        let b = broker(Some("https://kbs:8080"), None, ("auto", None), &NoTee, None).unwrap();
         let e = b.resource("default/key/1").await.unwrap_err().to_string();
         assert!(e.contains("no attester"), "{e}");
         assert!(e.contains("default/key/1"), "{e}");
-        let b = broker(Some("https://kbs:8080"), None, "quantum", &NoTee, None).unwrap();
+        let b = broker(
+            Some("https://kbs:8080"),
+            None,
+            ("quantum", None),
+            &NoTee,
+            None,
+        )
+        .unwrap();
         let e = b.resource("a/b/c").await.unwrap_err().to_string();
         assert!(e.contains("unknown attester"), "{e}");
     }
@@ -142,5 +165,26 @@ mod tests {
         let ev = a.evidence(&[0; 48]).unwrap();
         assert_eq!(ev["init_data"], hex::encode(d.digest()));
         assert!(bound_attester("auto", &NoTee, Some(&d)).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_launch_digest_other_than_the_initdata_is_refused() {
+        let d =
+            Initdata::from_toml("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n").unwrap();
+        let good = hex::encode(d.digest());
+        bound_attester_with("sample", Some(&good), &NoTee, Some(&d)).unwrap();
+        let other = "ab".repeat(32);
+        let e = bound_attester_with("sample", Some(&other), &NoTee, Some(&d)).unwrap_err();
+        assert!(matches!(e, SetupError::InitData(_)), "{e}");
+        let b = broker(
+            Some("https://kbs:8080"),
+            None,
+            ("sample", Some(&other)),
+            &NoTee,
+            Some(&d),
+        )
+        .unwrap();
+        let e = b.resource("a/b/c").await.unwrap_err().to_string();
+        assert!(e.contains("refused the initdata"), "{e}");
     }
 }

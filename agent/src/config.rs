@@ -46,6 +46,9 @@ pub struct AgentConfig {
     pub attester: String,
     /// Registries (`host:port`) the guest pull may reach over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// Hex digest standing in for the launch-time `HOST_DATA` of the sample TEE
+    /// (`agent.sample_host_data=`); development and tests only.
+    pub sample_host_data: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -63,6 +66,7 @@ impl Default for AgentConfig {
             init_mode: false,
             attester: "auto".into(),
             insecure_registries: Vec::new(),
+            sample_host_data: None,
         }
     }
 }
@@ -79,6 +83,7 @@ impl AgentConfig {
                 "agent.policy" => self.policy = parse_policy(v),
                 "agent.runc" => self.runc = v.into(),
                 "agent.attester" => self.attester = v.into(),
+                "agent.sample_host_data" => self.sample_host_data = Some(v.into()),
                 _ => {}
             }
         }

@@ -270,7 +270,7 @@ async fn run(cli: Cli, init_mode: bool, no_pivot: bool) -> anyhow::Result<()> {
     let broker = coco_agent::attestation::broker(
         kbs_url.as_deref(),
         kbs_ca,
-        &config.attester,
+        (&config.attester, config.sample_host_data.as_deref()),
         &attester::detect::RealHost,
         pod_initdata.as_ref(),
     );

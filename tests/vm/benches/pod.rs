@@ -23,6 +23,7 @@ struct Sample {
     enc_first_output: Duration,
     attestation: Duration,
     mem_used_kib: u64,
+    shmem_kib: u64,
     bare_boot: Duration,
 }
 
@@ -87,6 +88,8 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or(0)
         };
         let mem_used_kib = field("MemTotal:").saturating_sub(field("MemAvailable:"));
+        // tmpfs: the root file system after the switch from the initramfs.
+        let shmem_kib = field("Shmem:");
         for c in ["plain", "enc", "bench"] {
             shim.stop(c).await?;
         }
@@ -104,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
             enc_first_output,
             attestation,
             mem_used_kib,
+            shmem_kib,
             bare_boot,
         });
     }
@@ -116,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
         "\n{:<44} {:>10} {:>10} {:>10}",
         "measure", "min", "median", "max"
     );
-    let rows: [(&str, Box<dyn Fn(&Sample) -> f64>); 6] = [
+    let rows: [(&str, Box<dyn Fn(&Sample) -> f64>); 7] = [
         (
             "QEMU start → agent ready (s)",
             Box::new(|s| s.agent_ready.as_secs_f64()),

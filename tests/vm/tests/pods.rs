@@ -204,3 +204,43 @@ async fn tpm_attested_encrypted_pod_and_swapped_initdata_gets_no_key() {
     assert!(e.detail.contains("403") || e.detail.contains("401"), "{e}");
     drop(vm);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_digest_other_than_the_initdata_makes_the_attester_refuse() {
+    let f = fixture().await;
+    let policy = confidential_policy_with_logs();
+    let toml = initdata_toml(Some(&f.kbs), &f.registry, Some(&policy));
+    // The host launches the VM bound to another pod's initdata (the sample TEE's
+    // stand-in for SNP HOST_DATA / TDX MRCONFIGID is on the cmdline) but hands it
+    // this initdata disk.
+    let other = initdata_toml(Some(&f.kbs), &f.registry, None);
+    let other_digest = hex::encode(
+        coco_image::initdata::Initdata::parse(&other)
+            .unwrap()
+            .digest(),
+    );
+    f.kbs
+        .set_resource_policy(ALLOW_SAMPLE_POLICY)
+        .await
+        .unwrap();
+    let mut pod = PodVm::new(toml);
+    pod.cmdline_extra = format!("agent.attester=sample agent.sample_host_data={other_digest}");
+    let (vm, mut shim) = pod.boot(&f.guest).await.unwrap();
+    assert!(
+        vm.serial().contains("the attester refused the initdata"),
+        "{}",
+        vm.diagnostics()
+    );
+    shim.setup_network().await.unwrap();
+    shim.create_sandbox("sb").await.unwrap();
+    shim.start_pause().await.unwrap();
+    // Even with a KBS that would release the key to the sample TEE, the guest never
+    // asks: its attester refused to run with this initdata.
+    let e = shim.create_app("enc", &f.encrypted).await.unwrap_err();
+    eprintln!("refused as expected: {e}");
+    assert!(e.detail.contains("refused the initdata"), "{e}");
+    assert!(
+        !vm.serial().contains("attested to the KBS"),
+        "no attestation may happen"
+    );
+}
