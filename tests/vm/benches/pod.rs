@@ -145,6 +145,10 @@ async fn main() -> anyhow::Result<()> {
             "guest memory in use at rest (MiB)",
             Box::new(|s| s.mem_used_kib as f64 / 1024.0),
         ),
+        (
+            "  of which tmpfs: root fs, state (MiB)",
+            Box::new(|s| s.shmem_kib as f64 / 1024.0),
+        ),
     ];
     for (name, f) in rows.iter() {
         let (a, b, c) = col(f.as_ref());
