@@ -71,7 +71,7 @@ pub fn bound_attester_with(
     };
     if let Some(data) = initdata {
         attester
-            .bind_init_data(&data.digest())
+            .bind_init_data(data.digest())
             .map_err(SetupError::InitData)?;
         tracing::info!(tee = ?attester.tee(), "initdata bound to the TEE");
     }

@@ -18,6 +18,7 @@ pub mod policy;
 pub mod process;
 pub mod protocols;
 pub mod reaper;
+pub mod requests;
 pub mod rpc;
 pub mod runtime;
 pub mod server;

@@ -44,16 +44,7 @@ fn remove(cid: &str) -> agent::RemoveContainerRequest {
 }
 
 fn exec_req(cid: &str, exec_id: &str, args: &[&str]) -> agent::ExecProcessRequest {
-    let mut p = oci::Process::new();
-    p.Args = args.iter().map(|a| a.to_string()).collect();
-    p.Env = vec!["PATH=/bin".into()];
-    p.Cwd = "/".into();
-    p.User = Some(oci::User::new()).into();
-    let mut e = agent::ExecProcessRequest::new();
-    e.container_id = cid.into();
-    e.exec_id = exec_id.into();
-    e.process = Some(p).into();
-    e
+    coco_agent::requests::exec(cid, exec_id, args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

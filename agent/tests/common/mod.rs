@@ -375,24 +375,7 @@ pub fn create_request(
     image: &str,
     args: &[&str],
 ) -> agent::CreateContainerRequest {
-    let mut st = agent::Storage::new();
-    st.driver = "image_guest_pull".into();
-    st.source = image.into();
-    st.fstype = "overlay".into();
-    st.mount_point = format!("/run/kata-containers/{cid}/rootfs");
-    st.driver_options = vec![format!(
-        "image_guest_pull={}",
-        serde_json::json!({"metadata": {
-            "io.kubernetes.cri.container-type": kind,
-            "io.kubernetes.cri.image-name": image,
-        }})
-    )];
-    let mut r = agent::CreateContainerRequest::new();
-    r.container_id = cid.into();
-    r.exec_id = cid.into();
-    r.storages.push(st);
-    r.OCI = Some(pod_spec(cid, args)).into();
-    r
+    coco_agent::requests::guest_pull_create(cid, kind, image, pod_spec(cid, args))
 }
 
 /// Reads a stream until EOF (the agent answers EOF with an error).

@@ -27,6 +27,9 @@ struct Sample {
     bare_boot: Duration,
 }
 
+/// A table row: its label and how to read it from a sample.
+type Row = (&'static str, fn(&Sample) -> f64);
+
 fn stats(v: &mut [f64]) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     (v[0], v[v.len() / 2], v[v.len() - 1])
@@ -112,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    let col = |f: &dyn Fn(&Sample) -> f64| -> (f64, f64, f64) {
+    let col = |f: &fn(&Sample) -> f64| -> (f64, f64, f64) {
         let mut v: Vec<f64> = samples.iter().map(f).collect();
         stats(&mut v)
     };
@@ -120,38 +123,31 @@ async fn main() -> anyhow::Result<()> {
         "\n{:<44} {:>10} {:>10} {:>10}",
         "measure", "min", "median", "max"
     );
-    let rows: [(&str, Box<dyn Fn(&Sample) -> f64>); 7] = [
-        (
-            "QEMU start → agent ready (s)",
-            Box::new(|s| s.agent_ready.as_secs_f64()),
-        ),
-        (
-            "QEMU start → bare busybox /init (s)",
-            Box::new(|s| s.bare_boot.as_secs_f64()),
-        ),
-        (
-            "plain: CreateContainer → first output (s)",
-            Box::new(|s| s.plain_first_output.as_secs_f64()),
-        ),
-        (
-            "encrypted: CreateContainer → first output (s)",
-            Box::new(|s| s.enc_first_output.as_secs_f64()),
-        ),
-        (
-            "  of which attestation handshake (s)",
-            Box::new(|s| s.attestation.as_secs_f64()),
-        ),
-        (
-            "guest memory in use at rest (MiB)",
-            Box::new(|s| s.mem_used_kib as f64 / 1024.0),
-        ),
-        (
-            "  of which tmpfs: root fs, state (MiB)",
-            Box::new(|s| s.shmem_kib as f64 / 1024.0),
-        ),
+    let rows: [Row; 7] = [
+        ("QEMU start → agent ready (s)", |s| {
+            s.agent_ready.as_secs_f64()
+        }),
+        ("QEMU start → bare busybox /init (s)", |s| {
+            s.bare_boot.as_secs_f64()
+        }),
+        ("plain: CreateContainer → first output (s)", |s| {
+            s.plain_first_output.as_secs_f64()
+        }),
+        ("encrypted: CreateContainer → first output (s)", |s| {
+            s.enc_first_output.as_secs_f64()
+        }),
+        ("  of which attestation handshake (s)", |s| {
+            s.attestation.as_secs_f64()
+        }),
+        ("guest memory in use at rest (MiB)", |s| {
+            s.mem_used_kib as f64 / 1024.0
+        }),
+        ("  of which tmpfs: root fs, state (MiB)", |s| {
+            s.shmem_kib as f64 / 1024.0
+        }),
     ];
     for (name, f) in rows.iter() {
-        let (a, b, c) = col(f.as_ref());
+        let (a, b, c) = col(f);
         println!("{name:<44} {a:>10.2} {b:>10.2} {c:>10.2}");
     }
     println!(

@@ -318,17 +318,8 @@ impl Shim {
 
     /// ExecProcess in `cid` (what `kubectl exec` does).
     pub async fn exec(&self, cid: &str, exec_id: &str, args: &[&str]) -> Result<(), RpcError> {
-        let mut p = oci::Process::new();
-        p.Args = args.iter().map(|a| a.to_string()).collect();
-        p.Env = vec!["PATH=/bin".into()];
-        p.Cwd = "/".into();
-        p.User = Some(oci::User::new()).into();
-        let mut e = agent::ExecProcessRequest::new();
-        e.container_id = cid.into();
-        e.exec_id = exec_id.into();
-        e.process = Some(p).into();
         self.agent
-            .exec_process(ctx(), &e)
+            .exec_process(ctx(), &coco_agent::requests::exec(cid, exec_id, args))
             .await
             .map_err(rpc_err("ExecProcess"))?;
         Ok(())
@@ -370,24 +361,7 @@ pub fn create_request(
     image: &str,
     args: &[&str],
 ) -> agent::CreateContainerRequest {
-    let mut st = agent::Storage::new();
-    st.driver = "image_guest_pull".into();
-    st.source = image.into();
-    st.fstype = "overlay".into();
-    st.mount_point = format!("/run/kata-containers/{cid}/rootfs");
-    st.driver_options = vec![format!(
-        "image_guest_pull={}",
-        serde_json::json!({"metadata": {
-            "io.kubernetes.cri.container-type": kind,
-            "io.kubernetes.cri.image-name": image,
-        }})
-    )];
-    let mut r = agent::CreateContainerRequest::new();
-    r.container_id = cid.into();
-    r.exec_id = cid.into();
-    r.storages.push(st);
-    r.OCI = Some(pod_spec(cid, args)).into();
-    r
+    coco_agent::requests::guest_pull_create(cid, kind, image, pod_spec(cid, args))
 }
 
 /// The OCI spec the shim sends: namespaces, kernel mounts, a cgroup path.

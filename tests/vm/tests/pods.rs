@@ -190,7 +190,7 @@ async fn tpm_attested_encrypted_pod_and_swapped_initdata_gets_no_key() {
     let swapped = initdata_toml(
         Some(&f.kbs),
         &f.registry,
-        Some(&coco_agent::policy::ALLOW_ALL_POLICY.to_string()),
+        Some(coco_agent::policy::ALLOW_ALL_POLICY),
     );
     assert_ne!(pcr8_for(&swapped).unwrap(), pcr8_for(&good).unwrap());
     let mut evil = pod.clone();
