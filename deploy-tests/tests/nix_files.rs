@@ -7,19 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-fn nix_instantiate() -> Option<&'static str> {
-    let ok = Command::new("nix-instantiate")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if ok {
-        Some("nix-instantiate")
-    } else {
-        eprintln!("SKIPPED: nix-instantiate not found (apt-get install nix-bin)");
-        None
-    }
-}
+use deploy_tests::nix_instantiate;
 
 fn parse(nix: &str, file: &Path) -> Result<(), String> {
     let out = Command::new(nix)
