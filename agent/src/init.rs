@@ -9,9 +9,17 @@ use nix::mount::{mount, MsFlags};
 /// Mounts proc, sys, dev, run, cgroup2 (and devpts, shm) like a minimal init.
 pub fn mount_basics() -> std::io::Result<()> {
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let table: [(&str, &str, &str, MsFlags, Option<&str>); 7] = [
+    let table: [(&str, &str, &str, MsFlags, Option<&str>); 8] = [
         ("proc", "/proc", "proc", nodev, None),
         ("sysfs", "/sys", "sysfs", nodev, None),
+        // The TPM event log (firmware measurements) the TPM attester sends.
+        (
+            "securityfs",
+            "/sys/kernel/security",
+            "securityfs",
+            nodev,
+            None,
+        ),
         (
             "devtmpfs",
             "/dev",

@@ -321,8 +321,19 @@ impl Kbs {
 /// development only, which is exactly what the tests that use it say.
 pub const ALLOW_SAMPLE_POLICY: &str = "package policy\ndefault allow := false\nallow if {\n    input.tee == \"sample\"\n    input.submods.cpu0[\"ear.status\"] != \"contraindicated\"\n}\n";
 
-/// A resource policy that releases keys to affirmed TPM evidence only.
-pub const ALLOW_TPM_POLICY: &str = "package policy\ndefault allow := false\nallow if {\n    input.tee == \"tpm\"\n    input.submods.cpu0[\"ear.status\"] == \"affirming\"\n}\n";
+/// A resource policy that releases keys to affirmed TPM evidence only, and only
+/// when the firmware's event log came along and replayed to the quoted PCR 4
+/// (kernel) and PCR 9 (initrd, cmdline).
+pub const ALLOW_TPM_POLICY: &str = r#"package policy
+default allow := false
+allow if {
+    input.tee == "tpm"
+    input.submods.cpu0["ear.status"] == "affirming"
+    log := input.submods.cpu0["ear.veraison.annotated-evidence"].tpm.event_log
+    log.replayed_pcrs[_] == "04"
+    log.replayed_pcrs[_] == "09"
+}
+"#;
 
 type Pems = (String, String, String);
 
