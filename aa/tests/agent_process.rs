@@ -16,42 +16,12 @@ use ttrpc::context;
 
 const INIT_DATA: &str = "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"policy.rego\" = \"package agent_policy\\ndefault AllowRequestsFailingPolicy := true\\n\"\n";
 
-struct Kbs {
-    url: String,
-    admin_token: String,
-    _dir: tempfile::TempDir,
-}
+use kbs::local::LocalKbs as Kbs;
 
+/// A KBS in this process on a free loopback port (plain HTTP: TLS is covered by
+/// the KBS's own end-to-end tests).
 async fn start_kbs() -> Kbs {
-    let dir = tempfile::tempdir().unwrap();
-    let admin = coco_jose::jwt::SigningKey::generate_ed25519();
-    std::fs::write(
-        dir.path().join("admin.pub"),
-        admin.verifying_key().to_public_key_pem().unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("kbs.toml"),
-        "insecure_http = true\nstate_dir = \"state\"\n[admin]\npublic_keys = [\"admin.pub\"]\n",
-    )
-    .unwrap();
-    let config = kbs::config::KbsConfig::load(&dir.path().join("kbs.toml")).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = kbs::server::Kbs::new(config).unwrap();
-    tokio::spawn(kbs::server::serve_listener(
-        server,
-        listener,
-        std::future::pending(),
-    ));
-    let admin_token = admin
-        .sign(&serde_json::json!({"role": "admin", "exp": coco_jose::now_secs() + 600}))
-        .unwrap();
-    Kbs {
-        url,
-        admin_token,
-        _dir: dir,
-    }
+    Kbs::start(None).unwrap()
 }
 
 async fn admin_post(kbs: &Kbs, path: &str, body: reqwest::Body, json: bool) {

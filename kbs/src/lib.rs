@@ -7,6 +7,7 @@ pub mod admin;
 pub mod attestation;
 pub mod config;
 pub mod error;
+pub mod local;
 pub mod metrics;
 pub mod policy;
 pub mod ratelimit;

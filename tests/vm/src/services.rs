@@ -197,10 +197,8 @@ pub struct Kbs {
     pub port: u16,
     /// PEM of the CA the guest must trust (goes into the initdata `aa.toml`).
     pub ca_pem: String,
-    admin_token: String,
     http: reqwest::Client,
-    _dir: tempfile::TempDir,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    local: kbs::local::LocalKbs,
 }
 
 impl std::fmt::Debug for Kbs {
@@ -213,42 +211,9 @@ impl Kbs {
     /// Starts the KBS on the current tokio runtime.
     pub async fn start() -> Result<Self, VmError> {
         let err = |what: &str, e: &dyn std::fmt::Display| VmError::Config(format!("{what}: {e}"));
-        let dir = tempfile::tempdir().map_err(|e| VmError::io("KBS dir", e))?;
         let (ca_pem, cert_pem, key_pem) = tls_material().map_err(|e| err("KBS TLS", &e))?;
-        let write = |name: &str, data: &str| {
-            std::fs::write(dir.path().join(name), data).map_err(|e| VmError::io(name, e))
-        };
-        write("tls.crt", &cert_pem)?;
-        write("tls.key", &key_pem)?;
-        let admin = coco_jose::jwt::SigningKey::generate_ed25519();
-        write(
-            "admin.pub",
-            &admin
-                .verifying_key()
-                .to_public_key_pem()
-                .map_err(|e| err("admin key", &e))?,
-        )?;
-        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| VmError::io("KBS bind", e))?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| VmError::io("KBS address", e))?
-            .port();
-        write(
-            "kbs.toml",
-            &format!(
-                "listen = \"127.0.0.1:{port}\"\nstate_dir = \"state\"\n[tls]\ncert = \"tls.crt\"\nkey = \"tls.key\"\n[admin]\npublic_keys = [\"admin.pub\"]\n"
-            ),
-        )?;
-        let config = kbs::config::KbsConfig::load(&dir.path().join("kbs.toml"))
-            .map_err(|e| err("KBS config", &e))?;
-        let server = kbs::server::Kbs::new(config).map_err(|e| err("KBS", &e))?;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(kbs::server::serve_listener(server, listener, async move {
-            let _ = rx.await;
-        }));
-        let admin_token = admin
-            .sign(&serde_json::json!({"role": "admin", "exp": coco_jose::now_secs() + 3600}))
-            .map_err(|e| err("admin token", &e))?;
+        let local =
+            kbs::local::LocalKbs::start(Some((&cert_pem, &key_pem))).map_err(|e| err("KBS", &e))?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(
                 attester::kbs_client::tls_config(Some(ca_pem.as_bytes()))
@@ -257,12 +222,10 @@ impl Kbs {
             .build()
             .map_err(|e| err("HTTP client", &e))?;
         Ok(Self {
-            port,
+            port: local.port,
             ca_pem,
-            admin_token,
             http,
-            _dir: dir,
-            _shutdown: tx,
+            local,
         })
     }
 
@@ -272,14 +235,14 @@ impl Kbs {
     }
 
     fn admin_url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}/kbs/v0/{path}", self.port)
+        format!("{}/kbs/v0/{path}", self.local.url)
     }
 
     async fn admin_post(&self, path: &str, body: reqwest::Body) -> Result<(), VmError> {
         let resp = self
             .http
             .post(self.admin_url(path))
-            .bearer_auth(&self.admin_token)
+            .bearer_auth(&self.local.admin_token)
             .body(body)
             .send()
             .await
