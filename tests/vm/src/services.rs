@@ -36,20 +36,6 @@ fn run(cmd: &mut Command) -> Result<(), VmError> {
     Ok(())
 }
 
-fn wait_port(port: u16, what: &str) -> Result<(), VmError> {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    Err(VmError::Timeout {
-        what: what.to_string(),
-        after: Duration::from_secs(5),
-        log: String::new(),
-    })
-}
-
 /// A docker-registry (distribution) on 127.0.0.1, killed on drop.
 #[derive(Debug)]
 pub struct Registry {
@@ -86,7 +72,12 @@ impl Registry {
             .stdout(log)
             .stderr(log2),
         )?;
-        wait_port(port, "docker-registry to listen")?;
+        crate::vm::wait_until(
+            "docker-registry to listen",
+            Duration::from_secs(5),
+            || crate::vm::exited(&guard, "docker-registry"),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        )?;
         Ok(Self {
             port,
             _guard: guard,

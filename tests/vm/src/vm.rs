@@ -56,7 +56,7 @@ impl Drop for Guard {
 }
 
 /// Polls until `ready` or the deadline; `alive` reports early death.
-fn wait_until(
+pub(crate) fn wait_until(
     what: &str,
     timeout: Duration,
     mut alive: impl FnMut() -> Result<(), VmError>,
@@ -341,7 +341,7 @@ impl Drop for Vm {
     }
 }
 
-fn exited(g: &Guard, name: &str) -> Result<(), VmError> {
+pub(crate) fn exited(g: &Guard, name: &str) -> Result<(), VmError> {
     match g.try_wait() {
         None => Ok(()),
         Some(s) => Err(VmError::Exited {
