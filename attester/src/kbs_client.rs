@@ -25,7 +25,7 @@ const TOKEN_MARGIN_SECS: u64 = 10;
 pub enum KbsClientError {
     #[error("cannot reach the KBS: {0}")]
     Http(String),
-    #[error("KBS refused {what} ({status}): {detail}")]
+    #[error("KBS refused {what} ({status} {kind}): {detail}")]
     Refused {
         what: &'static str,
         status: u16,
@@ -57,6 +57,8 @@ impl KbsClientError {
 pub enum TeeKeyKind {
     #[default]
     Ec,
+    /// P-521 (ECDH-ES+A256KW), as guest-components can use.
+    Ec521,
     Rsa,
 }
 
@@ -149,6 +151,23 @@ fn http_err(e: reqwest::Error) -> KbsClientError {
     KbsClientError::Http(e.to_string())
 }
 
+/// The challenge may name the hash algorithm of the binding (Trustee's KBS does
+/// for IBM SE, and answers `""` or `{}` otherwise). Anything but SHA-384 is
+/// refused here rather than producing evidence the KBS cannot match.
+fn check_selected_hash(extra: &serde_json::Value) -> Result<(), KbsClientError> {
+    match extra.get(coco_jose::binding::SELECTED_HASH_ALGORITHM) {
+        None => Ok(()),
+        Some(serde_json::Value::String(s))
+            if s.eq_ignore_ascii_case(coco_jose::binding::BINDING_HASH_ALGORITHM) =>
+        {
+            Ok(())
+        }
+        Some(other) => Err(KbsClientError::Protocol(format!(
+            "the KBS selected hash algorithm {other}; this attester binds only sha384"
+        ))),
+    }
+}
+
 impl KbsClient {
     /// A client for the KBS at `url` (e.g. `https://kbs.example:8080`).
     pub fn new(
@@ -164,6 +183,7 @@ impl KbsClient {
             .map_err(http_err)?;
         let key = match opts.key_kind {
             TeeKeyKind::Ec => TeeKeyPair::generate_ec(),
+            TeeKeyKind::Ec521 => TeeKeyPair::generate_ec521(),
             TeeKeyKind::Rsa => TeeKeyPair::generate_rsa()?,
         };
         Ok(Self {
@@ -194,7 +214,11 @@ impl KbsClient {
         let req = Request {
             version: PROTOCOL_VERSION.into(),
             tee,
-            extra_params: serde_json::json!({}),
+            // As guest-components' client does; we can only bind SHA-384.
+            extra_params: serde_json::json!({
+                coco_jose::binding::SUPPORTED_HASH_ALGORITHMS:
+                    [coco_jose::binding::BINDING_HASH_ALGORITHM],
+            }),
         };
         let resp = self
             .http
@@ -211,9 +235,10 @@ impl KbsClient {
             .await
             .map_err(|e| KbsClientError::Protocol(format!("challenge: {e}")))?;
 
+        check_selected_hash(&challenge.extra_params)?;
         let tee_pubkey = self.key.public_jwk();
         let report_data =
-            coco_jose::binding::runtime_data_hash(&challenge.nonce, &tee_pubkey, None)?;
+            coco_jose::binding::runtime_data_hash(&challenge.nonce, &tee_pubkey, "")?;
         let attester = self.attester.clone();
         let evidence_started = std::time::Instant::now();
         let evidence = tokio::task::spawn_blocking(move || attester.evidence(&report_data))
@@ -289,14 +314,21 @@ impl KbsClient {
                 .send()
                 .await
                 .map_err(http_err)?;
-            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
-                // Token expired or the KBS restarted with another key: one new handshake.
-                tracing::debug!("token refused; attesting again");
-                token = self.token(true).await?;
-                continue;
-            }
             if !resp.status().is_success() {
-                return Err(refusal("resource", resp).await);
+                let err = refusal("resource", resp).await;
+                // 401 is both "token refused" and, as on Trustee's KBS, "policy
+                // denies": only the first is worth one new handshake.
+                if let KbsClientError::Refused {
+                    status: 401, kind, ..
+                } = &err
+                {
+                    if attempt == 0 && kind != "PolicyDeny" {
+                        tracing::debug!(%kind, "token refused; attesting again");
+                        token = self.token(true).await?;
+                        continue;
+                    }
+                }
+                return Err(err);
             }
             let jwe: FlattenedJwe = resp
                 .json()

@@ -96,7 +96,7 @@ async fn coco_encrypt_image_decrypts_after_attestation_against_the_kbs() {
     .unwrap_err();
     eprintln!("denied as expected: {err}");
     assert!(
-        matches!(&err, Error::NoKey(m) if m.contains("403")),
+        matches!(&err, Error::NoKey(m) if m.contains("401") && m.contains("PolicyDeny")),
         "{err}"
     );
     assert!(!denied.exists(), "no rootfs after a refused key");

@@ -1,26 +1,41 @@
 //! The RCAR binding of evidence to a session.
 //!
 //! `report_data` = SHA-384 over the RFC 8785 (JCS) canonical JSON of
-//! `{"nonce":..,"tee-pubkey":..[,"additional-evidence":..]}`. The attester puts
-//! it into the hardware report; the KBS recomputes it from what the client sent
-//! and the verifier compares byte for byte.
+//! `{"additional-evidence":..,"nonce":..,"tee-pubkey":..}`. The
+//! `additional-evidence` key is always present, as the empty string when there
+//! is none: guest-components' RCAR client builds exactly this object
+//! (`kbs_protocol/src/client/rcar_client.rs` `get_composite_evidence` @da8d93f)
+//! and Trustee's KBS verifies the hash of the structured runtime data it
+//! receives. The attester puts the digest into the hardware report; the KBS
+//! recomputes it from what the client sent and the verifier compares.
+//!
+//! SHA-384 is the only algorithm: it is the one Trustee's built-in attestation
+//! service uses for every TEE but IBM SE (`kbs/src/attestation/coco/builtin.rs`
+//! @78962cd), and the default of guest-components' client when the challenge
+//! selects none.
 
 use kbs_types::TeePubKey;
 use sha2::{Digest, Sha384};
 
-/// SHA-384 of the canonical runtime data.
+/// The `/auth` `extra-params` key listing the client's hash algorithms, and the
+/// challenge's key naming the one chosen (guest-components `rcar_client.rs`).
+pub const SUPPORTED_HASH_ALGORITHMS: &str = "supported-hash-algorithms";
+pub const SELECTED_HASH_ALGORITHM: &str = "selected-hash-algorithm";
+/// The binding's hash algorithm by its RCAR name.
+pub const BINDING_HASH_ALGORITHM: &str = "sha384";
+
+/// SHA-384 of the canonical runtime data. `additional_evidence` is the
+/// composite evidence's `additional_evidence` string ("" when none).
 pub fn runtime_data_hash(
     nonce: &str,
     tee_pubkey: &TeePubKey,
-    additional_evidence: Option<&str>,
+    additional_evidence: &str,
 ) -> Result<[u8; 48], crate::JoseError> {
-    let mut obj = serde_json::json!({
+    let obj = serde_json::json!({
+        "additional-evidence": additional_evidence,
         "nonce": nonce,
         "tee-pubkey": tee_pubkey,
     });
-    if let Some(extra) = additional_evidence.filter(|s| !s.is_empty()) {
-        obj["additional-evidence"] = serde_json::Value::String(extra.to_owned());
-    }
     let canon =
         serde_json_canonicalizer::to_vec(&obj).map_err(|e| crate::JoseError::Malformed {
             what: "runtime data",
@@ -43,25 +58,49 @@ mod tests {
     }
 
     #[test]
-    fn canonical_form_is_sorted_and_compact() {
-        // JCS sorts keys: "alg" < "crv" < "kty" < "x" < "y", "nonce" < "tee-pubkey".
-        let expected = br#"{"nonce":"n","tee-pubkey":{"alg":"ECDH-ES+A256KW","crv":"P-256","kty":"EC","x":"eA","y":"eQ"}}"#;
+    fn canonical_form_is_sorted_and_compact_with_the_empty_additional_evidence() {
+        // JCS sorts keys: "additional-evidence" < "nonce" < "tee-pubkey", and
+        // "alg" < "crv" < "kty" < "x" < "y" inside the JWK.
+        let expected = br#"{"additional-evidence":"","nonce":"n","tee-pubkey":{"alg":"ECDH-ES+A256KW","crv":"P-256","kty":"EC","x":"eA","y":"eQ"}}"#;
         let want: [u8; 48] = Sha384::digest(expected).into();
-        assert_eq!(runtime_data_hash("n", &key(), None).unwrap(), want);
-        // Empty additional evidence is omitted, as the attesters do.
-        assert_eq!(runtime_data_hash("n", &key(), Some("")).unwrap(), want);
+        assert_eq!(runtime_data_hash("n", &key(), "").unwrap(), want);
+    }
+
+    /// The capture of Trustee's kbs-client (tools/kbs-client @78962cd with
+    /// guest-components da8d93f): its sample evidence carries exactly this hash.
+    #[test]
+    fn matches_trustee_kbs_client_capture() {
+        let cap: serde_json::Value = serde_json::from_str(include_str!(
+            "../../kbs/testdata/peers/trustee-client/sample-handshake-ec.json"
+        ))
+        .unwrap();
+        let att = &cap["attest_request"];
+        let jwk: TeePubKey =
+            serde_json::from_value(att["runtime-data"]["tee-pubkey"].clone()).unwrap();
+        let nonce = att["runtime-data"]["nonce"].as_str().unwrap();
+        let extra = att["tee-evidence"]["additional_evidence"].as_str().unwrap();
+        let got = runtime_data_hash(nonce, &jwk, extra).unwrap();
+        use base64::Engine;
+        let carried = base64::engine::general_purpose::STANDARD
+            .decode(
+                att["tee-evidence"]["primary_evidence"]["report_data"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(carried, got.to_vec());
     }
 
     #[test]
     fn every_input_changes_the_hash() {
-        let base = runtime_data_hash("n", &key(), None).unwrap();
-        assert_ne!(base, runtime_data_hash("m", &key(), None).unwrap());
-        assert_ne!(base, runtime_data_hash("n", &key(), Some("x")).unwrap());
+        let base = runtime_data_hash("n", &key(), "").unwrap();
+        assert_ne!(base, runtime_data_hash("m", &key(), "").unwrap());
+        assert_ne!(base, runtime_data_hash("n", &key(), "x").unwrap());
         let mut other = key();
         if let TeePubKey::EC { x, .. } = &mut other {
             *x = "eB".into();
         }
-        assert_ne!(base, runtime_data_hash("n", &other, None).unwrap());
+        assert_ne!(base, runtime_data_hash("n", &other, "").unwrap());
     }
 }
 

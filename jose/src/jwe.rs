@@ -1,14 +1,16 @@
 //! JWE (flattened JSON serialization) as RCAR returns resources.
 //!
-//! Key management: ECDH-ES+A256KW on P-256 with the Concat KDF of RFC 7518 §4.6
+//! Key management: ECDH-ES+A256KW on P-256 or P-521 with the Concat KDF of RFC 7518 §4.6
 //! (empty apu/apv), or RSA-OAEP-256. Content encryption: A256GCM with the ASCII
 //! of the base64url protected header as AAD.
 
-use crate::keys::{TeeKeyPair, TeePublicKey, ALG_ECDH_ES_A256KW, ALG_RSA_OAEP_256};
+use crate::keys::{
+    ec_point, TeeKeyPair, TeePublicKey, ALG_ECDH_ES_A256KW, ALG_RSA_OAEP_256, CRV_P256, CRV_P521,
+};
 use crate::{b64u, unb64u, JoseError};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use p256::elliptic_curve::sec1::{FromSec1Point, ToSec1Point};
+use p256::elliptic_curve::sec1::ToSec1Point;
 use p256::elliptic_curve::Generate;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -46,27 +48,26 @@ pub fn encrypt(recipient: &TeePublicKey, plaintext: &[u8]) -> Result<FlattenedJw
         TeePublicKey::Ec(pk) => {
             let eph = p256::ecdh::EphemeralSecret::generate_from_rng(&mut rng);
             let shared = eph.diffie_hellman(pk);
-            let kek = concat_kdf_a256kw(shared.raw_secret_bytes().as_slice());
-            let wrapped = aes_kw_wrap(&kek, &cek)?;
             let epk = eph.public_key().to_sec1_point(false);
-            let mut other = BTreeMap::new();
-            other.insert(
-                "epk".to_owned(),
-                serde_json::json!({
-                    "kty": "EC",
-                    "crv": "P-256",
-                    "x": epk.x().map(b64u).unwrap_or_default(),
-                    "y": epk.y().map(b64u).unwrap_or_default(),
-                }),
-            );
-            (
-                Header {
-                    alg: ALG_ECDH_ES_A256KW.into(),
-                    enc: ENC_A256GCM.into(),
-                    other,
-                },
-                wrapped,
-            )
+            ecdh_header(
+                shared.raw_secret_bytes().as_slice(),
+                &cek,
+                CRV_P256,
+                epk.x().map(b64u).unwrap_or_default(),
+                epk.y().map(b64u).unwrap_or_default(),
+            )?
+        }
+        TeePublicKey::Ec521(pk) => {
+            let eph = p521::ecdh::EphemeralSecret::generate_from_rng(&mut rng);
+            let shared = eph.diffie_hellman(pk);
+            let epk = eph.public_key().to_sec1_point(false);
+            ecdh_header(
+                shared.raw_secret_bytes().as_slice(),
+                &cek,
+                CRV_P521,
+                epk.x().map(b64u).unwrap_or_default(),
+                epk.y().map(b64u).unwrap_or_default(),
+            )?
         }
         TeePublicKey::Rsa(pk) => {
             let wrapped = pk
@@ -107,6 +108,31 @@ pub fn encrypt(recipient: &TeePublicKey, plaintext: &[u8]) -> Result<FlattenedJw
     })
 }
 
+/// The ECDH-ES+A256KW header and wrapped CEK for shared secret `z`.
+fn ecdh_header(
+    z: &[u8],
+    cek: &[u8; 32],
+    crv: &str,
+    x: String,
+    y: String,
+) -> Result<(Header, Vec<u8>), JoseError> {
+    let kek = concat_kdf_a256kw(z);
+    let wrapped = aes_kw_wrap(&kek, cek)?;
+    let mut other = BTreeMap::new();
+    other.insert(
+        "epk".to_owned(),
+        serde_json::json!({"kty": "EC", "crv": crv, "x": x, "y": y}),
+    );
+    Ok((
+        Header {
+            alg: ALG_ECDH_ES_A256KW.into(),
+            enc: ENC_A256GCM.into(),
+            other,
+        },
+        wrapped,
+    ))
+}
+
 /// Decrypt a JWE addressed to `key`.
 pub fn decrypt(jwe: &FlattenedJwe, key: &TeeKeyPair) -> Result<Zeroizing<Vec<u8>>, JoseError> {
     let header_bytes = unb64u("jwe protected header", &jwe.protected)?;
@@ -121,12 +147,16 @@ pub fn decrypt(jwe: &FlattenedJwe, key: &TeeKeyPair) -> Result<Zeroizing<Vec<u8>
     let encrypted_key = unb64u("jwe encrypted_key", &jwe.encrypted_key)?;
     let cek: Zeroizing<Vec<u8>> = match (header.alg.as_str(), key) {
         (ALG_ECDH_ES_A256KW, TeeKeyPair::Ec(sk)) => {
-            let epk = header.other.get("epk").ok_or(JoseError::Malformed {
-                what: "jwe header",
-                why: "missing epk".into(),
-            })?;
-            let epk = parse_epk(epk)?;
+            let (x, y) = epk_coordinates(&header, CRV_P256)?;
+            let epk = ec_point::<p256::NistP256>(&x, &y, 32, CRV_P256)?;
             let shared = p256::ecdh::diffie_hellman(sk.to_nonzero_scalar(), epk.as_affine());
+            let kek = concat_kdf_a256kw(shared.raw_secret_bytes().as_slice());
+            aes_kw_unwrap(&kek, &encrypted_key)?
+        }
+        (ALG_ECDH_ES_A256KW, TeeKeyPair::Ec521(sk)) => {
+            let (x, y) = epk_coordinates(&header, CRV_P521)?;
+            let epk = ec_point::<p521::NistP521>(&x, &y, 66, CRV_P521)?;
+            let shared = p521::ecdh::diffie_hellman(sk.to_nonzero_scalar(), epk.as_affine());
             let kek = concat_kdf_a256kw(shared.raw_secret_bytes().as_slice());
             aes_kw_unwrap(&kek, &encrypted_key)?
         }
@@ -164,7 +194,12 @@ pub fn decrypt(jwe: &FlattenedJwe, key: &TeeKeyPair) -> Result<Zeroizing<Vec<u8>
         .map_err(|_| JoseError::Decrypt)
 }
 
-fn parse_epk(epk: &serde_json::Value) -> Result<p256::PublicKey, JoseError> {
+/// The ephemeral key's coordinates, which must be on the recipient's curve.
+fn epk_coordinates(header: &Header, crv: &str) -> Result<(Vec<u8>, Vec<u8>), JoseError> {
+    let epk = header.other.get("epk").ok_or(JoseError::Malformed {
+        what: "jwe header",
+        why: "missing epk".into(),
+    })?;
     let field = |name: &'static str| {
         epk.get(name)
             .and_then(|v| v.as_str())
@@ -173,15 +208,10 @@ fn parse_epk(epk: &serde_json::Value) -> Result<p256::PublicKey, JoseError> {
                 why: format!("missing {name}"),
             })
     };
-    if field("crv")? != "P-256" {
+    if field("crv")? != crv {
         return Err(JoseError::UnsupportedAlg(field("crv")?.to_owned()));
     }
-    let mut sec1 = vec![0x04];
-    sec1.extend(unb64u("epk x", field("x")?)?);
-    sec1.extend(unb64u("epk y", field("y")?)?);
-    let point = p256::Sec1Point::from_bytes(&sec1).map_err(|e| JoseError::Key(e.to_string()))?;
-    Option::from(p256::PublicKey::from_sec1_point(&point))
-        .ok_or_else(|| JoseError::Key("epk is not on P-256".into()))
+    Ok((unb64u("epk x", field("x")?)?, unb64u("epk y", field("y")?)?))
 }
 
 /// Concat KDF (NIST SP 800-56A, RFC 7518 §4.6.2) for a 256-bit A256KW key with
@@ -231,6 +261,11 @@ mod tests {
     #[test]
     fn ec_round_trip() {
         round_trip(&TeeKeyPair::generate_ec());
+    }
+
+    #[test]
+    fn p521_round_trip() {
+        round_trip(&TeeKeyPair::generate_ec521());
     }
 
     #[test]

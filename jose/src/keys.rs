@@ -9,10 +9,15 @@ use rsa::traits::PublicKeyParts;
 /// JWE key-management algorithm names as they appear in the JWK and header.
 pub const ALG_ECDH_ES_A256KW: &str = "ECDH-ES+A256KW";
 pub const ALG_RSA_OAEP_256: &str = "RSA-OAEP-256";
+pub const CRV_P256: &str = "P-256";
+pub const CRV_P521: &str = "P-521";
 
 /// A private key the KBS encrypts resources to.
 pub enum TeeKeyPair {
     Ec(p256::SecretKey),
+    /// P-521, which Trustee's and guest-components' clients may use
+    /// (`kbs_protocol/src/keypair.rs` @da8d93f, `EcdhEsA256KwP521`).
+    Ec521(Box<p521::SecretKey>),
     Rsa(Box<rsa::PrivateKey>),
 }
 
@@ -21,6 +26,7 @@ impl std::fmt::Debug for TeeKeyPair {
         // Never print key material.
         match self {
             Self::Ec(_) => f.write_str("TeeKeyPair::Ec(..)"),
+            Self::Ec521(_) => f.write_str("TeeKeyPair::Ec521(..)"),
             Self::Rsa(_) => f.write_str("TeeKeyPair::Rsa(..)"),
         }
     }
@@ -30,6 +36,11 @@ impl TeeKeyPair {
     /// A fresh P-256 key: the default (fast, small, no Marvin-style RSA pitfalls).
     pub fn generate_ec() -> Self {
         Self::Ec(p256::SecretKey::generate_from_rng(&mut rand::rng()))
+    }
+
+    /// A fresh P-521 key.
+    pub fn generate_ec521() -> Self {
+        Self::Ec521(Box::new(p521::SecretKey::generate_from_rng(&mut rand::rng())))
     }
 
     /// A fresh RSA-2048 key, for peers that only speak RSA-OAEP-256.
@@ -45,7 +56,16 @@ impl TeeKeyPair {
             Self::Ec(sk) => {
                 let point = sk.public_key().to_sec1_point(false);
                 TeePubKey::EC {
-                    crv: "P-256".into(),
+                    crv: CRV_P256.into(),
+                    alg: ALG_ECDH_ES_A256KW.into(),
+                    x: point.x().map(b64u).unwrap_or_default(),
+                    y: point.y().map(b64u).unwrap_or_default(),
+                }
+            }
+            Self::Ec521(sk) => {
+                let point = sk.public_key().to_sec1_point(false);
+                TeePubKey::EC {
+                    crv: CRV_P521.into(),
                     alg: ALG_ECDH_ES_A256KW.into(),
                     x: point.x().map(b64u).unwrap_or_default(),
                     y: point.y().map(b64u).unwrap_or_default(),
@@ -67,36 +87,27 @@ impl TeeKeyPair {
 #[derive(Debug, Clone)]
 pub enum TeePublicKey {
     Ec(p256::PublicKey),
+    Ec521(Box<p521::PublicKey>),
     Rsa(rsa::PublicKey),
 }
 
 impl TeePublicKey {
-    /// Parse and validate a JWK. Only P-256 with ECDH-ES+A256KW and RSA (≥ 2048
-    /// bits) with RSA-OAEP-256 are accepted.
+    /// Parse and validate a JWK. Accepted: P-256 and P-521 with ECDH-ES+A256KW,
+    /// RSA (>= 2048 bits) with RSA-OAEP-256.
     pub fn from_jwk(jwk: &TeePubKey) -> Result<Self, JoseError> {
         match jwk {
             TeePubKey::EC { crv, alg, x, y } => {
-                if crv != "P-256" {
-                    return Err(JoseError::UnsupportedAlg(format!("curve {crv}")));
-                }
                 if alg != ALG_ECDH_ES_A256KW {
                     return Err(JoseError::UnsupportedAlg(alg.clone()));
                 }
                 let x = unb64u("jwk x", x)?;
                 let y = unb64u("jwk y", y)?;
-                if x.len() != 32 || y.len() != 32 {
-                    return Err(JoseError::Key("P-256 coordinates must be 32 bytes".into()));
+                match crv.as_str() {
+                    CRV_P256 => ec_point::<p256::NistP256>(&x, &y, 32, CRV_P256).map(Self::Ec),
+                    CRV_P521 => ec_point::<p521::NistP521>(&x, &y, 66, CRV_P521)
+                        .map(|k| Self::Ec521(Box::new(k))),
+                    other => Err(JoseError::UnsupportedAlg(format!("curve {other}"))),
                 }
-                let mut sec1 = Vec::with_capacity(65);
-                sec1.push(0x04);
-                sec1.extend_from_slice(&x);
-                sec1.extend_from_slice(&y);
-                let point = p256::Sec1Point::from_bytes(&sec1)
-                    .map_err(|e| JoseError::Key(e.to_string()))?;
-                // from_sec1_point rejects points not on the curve (invalid-curve attacks).
-                Option::<p256::PublicKey>::from(p256::PublicKey::from_sec1_point(&point))
-                    .map(Self::Ec)
-                    .ok_or_else(|| JoseError::Key("point is not on P-256".into()))
             }
             TeePubKey::RSA { alg, k_mod, k_exp } => {
                 if alg != ALG_RSA_OAEP_256 {
@@ -118,6 +129,34 @@ impl TeePublicKey {
     }
 }
 
+/// An uncompressed point from JWK coordinates of exactly `len` bytes each.
+/// `from_sec1_point` rejects points not on the curve (invalid-curve attacks).
+pub(crate) fn ec_point<C>(
+    x: &[u8],
+    y: &[u8],
+    len: usize,
+    crv: &str,
+) -> Result<p256::elliptic_curve::PublicKey<C>, JoseError>
+where
+    C: p256::elliptic_curve::CurveArithmetic,
+    p256::elliptic_curve::AffinePoint<C>: FromSec1Point<C> + ToSec1Point<C>,
+    p256::elliptic_curve::FieldBytesSize<C>: p256::elliptic_curve::sec1::ModulusSize,
+{
+    if x.len() != len || y.len() != len {
+        return Err(JoseError::Key(format!(
+            "{crv} coordinates must be {len} bytes"
+        )));
+    }
+    let mut sec1 = Vec::with_capacity(1 + 2 * len);
+    sec1.push(0x04);
+    sec1.extend_from_slice(x);
+    sec1.extend_from_slice(y);
+    let point = p256::elliptic_curve::sec1::Sec1Point::<C>::from_bytes(&sec1)
+        .map_err(|e| JoseError::Key(e.to_string()))?;
+    Option::from(p256::elliptic_curve::PublicKey::<C>::from_sec1_point(&point))
+        .ok_or_else(|| JoseError::Key(format!("point is not on {crv}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +168,35 @@ mod tests {
         assert!(matches!(
             TeePublicKey::from_jwk(&jwk).unwrap(),
             TeePublicKey::Ec(_)
+        ));
+    }
+
+    #[test]
+    fn p521_jwk_round_trips_with_66_byte_coordinates() {
+        let kp = TeeKeyPair::generate_ec521();
+        let jwk = kp.public_jwk();
+        let TeePubKey::EC { crv, x, .. } = &jwk else {
+            panic!("ec")
+        };
+        assert_eq!(crv, CRV_P521);
+        assert_eq!(unb64u("x", x).unwrap().len(), 66);
+        assert!(matches!(
+            TeePublicKey::from_jwk(&jwk).unwrap(),
+            TeePublicKey::Ec521(_)
+        ));
+        let TeePubKey::EC { alg, y, x, .. } = jwk else {
+            panic!("ec")
+        };
+        // P-521 coordinates under the P-256 name are refused, and the reverse.
+        let confused = TeePubKey::EC {
+            crv: CRV_P256.into(),
+            alg,
+            x,
+            y,
+        };
+        assert!(matches!(
+            TeePublicKey::from_jwk(&confused),
+            Err(JoseError::Key(_))
         ));
     }
 

@@ -55,9 +55,22 @@ struct AttestArgs {
     /// Initdata TOML to send with the evidence.
     #[arg(long)]
     init_data: Option<PathBuf>,
-    /// Use an RSA TEE key (RSA-OAEP-256) instead of P-256.
-    #[arg(long)]
+    /// Kind of the ephemeral TEE key the resource is encrypted to.
+    #[arg(long, value_enum, default_value = "p256")]
+    tee_key: TeeKeyChoice,
+    /// Same as `--tee-key rsa` (kept for existing scripts).
+    #[arg(long, hide = true)]
     rsa: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TeeKeyChoice {
+    /// EC P-256, ECDH-ES+A256KW (the default of Trustee's clients too).
+    P256,
+    /// EC P-521, ECDH-ES+A256KW.
+    P521,
+    /// RSA-2048, RSA-OAEP-256.
+    Rsa,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,10 +144,10 @@ fn client(cli: &Cli, a: &AttestArgs) -> anyhow::Result<KbsClient> {
         ClientOptions {
             ca_pem,
             init_data_toml,
-            key_kind: if a.rsa {
-                TeeKeyKind::Rsa
-            } else {
-                TeeKeyKind::Ec
+            key_kind: match (a.rsa, a.tee_key) {
+                (true, _) | (false, TeeKeyChoice::Rsa) => TeeKeyKind::Rsa,
+                (false, TeeKeyChoice::P521) => TeeKeyKind::Ec521,
+                (false, TeeKeyChoice::P256) => TeeKeyKind::Ec,
             },
             timeout: None,
         },

@@ -246,9 +246,13 @@ pub async fn get_attestation_policy(
 }
 
 /// Body of `POST /kbs/v0/reference-value`: Trustee's RVPS message
-/// (`{"version":"0.1.0","type":"sample","payload":"<JSON of name → value(s)>"}`)
-/// or, directly, a JSON object of name → value or [values].
-fn parse_reference_values(body: &[u8]) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
+/// `{"version":"0.1.0","type":"sample","payload": base64(JSON name → value)}`
+/// as Trustee's kbs-client sends it (`tools/kbs-client/src/lib.rs` @78962cd;
+/// captured in `testdata/peers/trustee-client/admin-requests.json`), or,
+/// directly, a JSON object of name → value. Values are kept as given
+/// (Trustee's sample extractor does the same: a list of accepted values, or
+/// one value with `--as-single-value`).
+fn parse_reference_values(body: &[u8]) -> Result<BTreeMap<String, Value>, ApiError> {
     let bad = |why: String| ApiError::bad_request("MalformedRequest", why);
     let v: Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
     let map = match (v.get("type"), v.get("payload")) {
@@ -258,7 +262,11 @@ fn parse_reference_values(body: &[u8]) -> Result<BTreeMap<String, Vec<String>>, 
                     "reference value message type `{t}` is not supported (sample)"
                 )));
             }
-            serde_json::from_str::<Value>(p).map_err(|e| bad(format!("payload: {e}")))?
+            let text = base64::engine::general_purpose::STANDARD
+                .decode(p.trim())
+                .map_err(|e| bad(format!("payload is not base64: {e}")))?;
+            serde_json::from_slice::<Value>(&text)
+                .map_err(|e| bad(format!("payload is not JSON: {e}")))?
         }
         _ => v,
     };
@@ -269,22 +277,15 @@ fn parse_reference_values(body: &[u8]) -> Result<BTreeMap<String, Vec<String>>, 
     };
     let mut out = BTreeMap::new();
     for (name, val) in obj {
-        let vals = match val {
-            Value::String(s) => vec![s],
-            Value::Array(a) => a
-                .into_iter()
-                .map(|x| match x {
-                    Value::String(s) => Ok(s),
-                    Value::Number(n) => Ok(n.to_string()),
-                    Value::Bool(b) => Ok(b.to_string()),
-                    other => Err(bad(format!("{name}: unsupported value {other}"))),
-                })
-                .collect::<Result<_, _>>()?,
-            Value::Number(n) => vec![n.to_string()],
-            Value::Bool(b) => vec![b.to_string()],
-            other => return Err(bad(format!("{name}: unsupported value {other}"))),
-        };
-        out.insert(name, vals);
+        if !crate::storage::is_safe_segment(&name) {
+            return Err(bad(format!(
+                "reference value name `{name}`: letters, digits, '.', '_', '-'"
+            )));
+        }
+        if val.is_null() {
+            return Err(bad(format!("{name}: null is not a reference value")));
+        }
+        out.insert(name, val);
     }
     Ok(out)
 }
@@ -309,6 +310,23 @@ pub async fn set_reference_value(
     Ok(StatusCode::OK.into_response())
 }
 
+/// `GET /kbs/v0/reference-value/<id>` → the value registered under `id`, as
+/// JSON (Trustee's KBS: `kbs/src/api_server.rs` @78962cd).
+pub async fn get_reference_value(
+    State(kbs): State<Arc<Kbs>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&kbs, &headers)?;
+    let value = kbs.attestation.reference_value(&id).ok_or_else(|| {
+        ApiError::not_found(
+            "ReferenceValueNotFound",
+            format!("no reference value `{id}`"),
+        )
+    })?;
+    Ok(Json(value).into_response())
+}
+
 /// `GET /kbs/v0/reference-value` → all reference values.
 pub async fn get_reference_values(
     State(kbs): State<Arc<Kbs>>,
@@ -324,15 +342,37 @@ mod tests {
 
     #[test]
     fn reference_values_in_both_shapes() {
-        let rvps = br#"{"version":"0.1.0","type":"sample","payload":"{\"svn\":[\"1\",\"2\"],\"m\":\"ab\"}"}"#;
-        let m = parse_reference_values(rvps).unwrap();
-        assert_eq!(m["svn"], vec!["1", "2"]);
-        assert_eq!(m["m"], vec!["ab"]);
+        use base64::Engine;
+        let payload = base64::engine::general_purpose::STANDARD
+            .encode(br#"{"svn":["1","2"],"major_version":1,"debug":[false]}"#);
+        let rvps = serde_json::json!({"version":"0.1.0","type":"sample","payload": payload});
+        let m = parse_reference_values(rvps.to_string().as_bytes()).unwrap();
+        assert_eq!(m["svn"], serde_json::json!(["1", "2"]));
+        assert_eq!(m["major_version"], serde_json::json!(1));
+        assert_eq!(m["debug"], serde_json::json!([false]));
         let plain = br#"{"tpm_pcr08": ["00"], "n": 3}"#;
         let m = parse_reference_values(plain).unwrap();
-        assert_eq!(m["n"], vec!["3"]);
+        assert_eq!(m["n"], serde_json::json!(3));
         assert!(parse_reference_values(b"[1]").is_err());
-        assert!(parse_reference_values(br#"{"type":"x","payload":"{}"}"#).is_err());
-        assert!(parse_reference_values(br#"{"a":{"b":1}}"#).is_err());
+        assert!(parse_reference_values(br#"{"type":"x","payload":"e30="}"#).is_err());
+        // The payload is base64 of JSON, not JSON (Trustee's sample extractor).
+        assert!(
+            parse_reference_values(br#"{"type":"sample","payload":"{\"svn\":[\"1\"]}"}"#)
+                .is_err()
+        );
+        assert!(parse_reference_values(br#"{"../x":[1]}"#).is_err());
+        assert!(parse_reference_values(br#"{"a":null}"#).is_err());
+    }
+
+    /// The request Trustee's kbs-client sent for `set-sample-reference-value svn 1`.
+    #[test]
+    fn trustee_kbs_client_capture_parses() {
+        let cap: Value = serde_json::from_str(include_str!(
+            "../testdata/peers/trustee-client/admin-requests.json"
+        ))
+        .unwrap();
+        let body = cap["set_sample_reference_value_request"].to_string();
+        let m = parse_reference_values(body.as_bytes()).unwrap();
+        assert_eq!(m["svn"], serde_json::json!(["1"]));
     }
 }

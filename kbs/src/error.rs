@@ -1,8 +1,11 @@
 //! HTTP error answers: a precise status code and `{"type","detail"}` body.
 //!
-//! Unlike Trustee's KBS (401 for everything), the status says what happened:
-//! 400 malformed, 401 not authenticated, 403 policy said no, 404 no such
-//! resource, 413 too large, 429 slow down, 503 full.
+//! The status says what happened where Trustee's clients can tell: 400
+//! malformed, 401 not authenticated or refused (bad evidence, policy denial:
+//! Trustee's KBS answers 401 to both and its clients then attest again), 403
+//! an admin token with the wrong role, 404 no such resource, 413 too large, 429
+//! slow down, 503 full. The body's `type` names the exact reason
+//! (`.../errors/PolicyDeny`, `.../errors/EvidenceRejected`, ...).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -8,6 +8,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The reference-value lookup function attestation policies may call.
+pub const QUERY_REFERENCE_VALUE: &str = "query_reference_value";
+
 /// A hostile or buggy policy cannot stall the KBS for longer than this.
 const EVAL_TIME_LIMIT: Duration = Duration::from_secs(2);
 
@@ -50,7 +53,39 @@ impl CompiledPolicy {
         modules: &[(String, String)],
         data: &serde_json::Value,
     ) -> Result<Self, PolicyError> {
+        Self::compile_with_reference(modules, data, None)
+    }
+
+    /// As [`Self::compile`], and with the built-in `query_reference_value(id)`
+    /// that Trustee's attestation policies call (`attestation-service/src/
+    /// ear_token/broker.rs` @78962cd): the registered value of `id` exactly as
+    /// it was registered, or `null` when there is none.
+    pub fn compile_with_reference(
+        modules: &[(String, String)],
+        data: &serde_json::Value,
+        reference: Option<Arc<std::collections::BTreeMap<String, serde_json::Value>>>,
+    ) -> Result<Self, PolicyError> {
         let mut engine = regorus::Engine::new();
+        if let Some(values) = reference {
+            engine
+                .add_extension(
+                    QUERY_REFERENCE_VALUE.to_owned(),
+                    1,
+                    Box::new(move |args: Vec<regorus::Value>| {
+                        let id = args
+                            .first()
+                            .and_then(|a| a.as_string().ok())
+                            .ok_or_else(|| {
+                                anyhow::anyhow!("{QUERY_REFERENCE_VALUE} takes one string")
+                            })?;
+                        match values.get(id.as_ref()) {
+                            Some(v) => Ok(regorus::Value::from_json_str(&v.to_string())?),
+                            None => Ok(regorus::Value::Null),
+                        }
+                    }),
+                )
+                .map_err(|e| PolicyError::Compile(e.to_string()))?;
+        }
         if let Some(check_interval) = NonZeroU32::new(1000) {
             engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
                 limit: EVAL_TIME_LIMIT,

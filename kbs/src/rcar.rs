@@ -7,7 +7,7 @@ use crate::session::SessionError;
 use crate::storage::{Key, ResourcePath};
 use crate::verifier::Expected;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,6 +15,7 @@ use base64::Engine;
 use coco_jose::keys::TeePublicKey;
 use kbs_types::{Attestation, Challenge, Request};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -73,6 +74,7 @@ fn auth_inner(kbs: &Kbs, body: &[u8]) -> Result<Response, ApiError> {
         ));
     }
     kbs.attestation_supports(req.tee)?;
+    let extra_params = negotiate_hash(&req.extra_params)?;
     let id = hex::encode(coco_jose::random_bytes::<16>());
     let nonce = base64::engine::general_purpose::STANDARD.encode(coco_jose::random_bytes::<32>());
     kbs.sessions
@@ -96,7 +98,7 @@ fn auth_inner(kbs: &Kbs, body: &[u8]) -> Result<Response, ApiError> {
     );
     let challenge = Challenge {
         nonce,
-        extra_params: json!({}),
+        extra_params,
     };
     let mut resp = Json(challenge).into_response();
     resp.headers_mut().insert(
@@ -104,6 +106,37 @@ fn auth_inner(kbs: &Kbs, body: &[u8]) -> Result<Response, ApiError> {
         HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
     );
     Ok(resp)
+}
+
+/// `extra-params.supported-hash-algorithms` of `/auth`, as guest-components'
+/// client sends it (`rcar_client.rs` @da8d93f): the binding is SHA-384 (see
+/// `coco_jose::binding`), so a client that cannot do SHA-384 is told so now
+/// instead of failing at `/attest`, and a client that offered algorithms is told
+/// the one chosen (`selected-hash-algorithm`). No offer: `{}`, SHA-384 implied.
+fn negotiate_hash(extra: &Value) -> Result<Value, ApiError> {
+    use coco_jose::binding::{
+        BINDING_HASH_ALGORITHM, SELECTED_HASH_ALGORITHM, SUPPORTED_HASH_ALGORITHMS,
+    };
+    let Some(offer) = extra.get(SUPPORTED_HASH_ALGORITHMS) else {
+        return Ok(json!({}));
+    };
+    let Some(list) = offer.as_array() else {
+        return Err(ApiError::bad_request(
+            "MalformedRequest",
+            format!("extra-params.{SUPPORTED_HASH_ALGORITHMS} must be an array of names"),
+        ));
+    };
+    if !list
+        .iter()
+        .filter_map(Value::as_str)
+        .any(|a| a.eq_ignore_ascii_case(BINDING_HASH_ALGORITHM))
+    {
+        return Err(ApiError::bad_request(
+            "UnsupportedHashAlgorithm",
+            format!("this KBS binds evidence with {BINDING_HASH_ALGORITHM}; the client offered {offer}"),
+        ));
+    }
+    Ok(json!({ SELECTED_HASH_ALGORITHM: BINDING_HASH_ALGORITHM }))
 }
 
 impl Kbs {
@@ -174,11 +207,10 @@ async fn appraise(
     }
     TeePublicKey::from_jwk(&att.runtime_data.tee_pubkey)
         .map_err(|e| ApiError::bad_request("InvalidTeePubKey", e.to_string()))?;
-    let additional = &att.tee_evidence.additional_evidence;
     let report_data = coco_jose::binding::runtime_data_hash(
         nonce,
         &att.runtime_data.tee_pubkey,
-        Some(additional.as_str()),
+        &att.tee_evidence.additional_evidence,
     )
     .map_err(|e| ApiError::bad_request("MalformedRequest", e.to_string()))?;
     let init_data = match &att.init_data {
@@ -220,7 +252,7 @@ async fn appraise(
             tee: &tee_name,
             status: &verdict.status,
             claims: verdict.claims,
-            trust_vector: None,
+            trust_vector: verdict.trust_vector,
             tee_pubkey: &att.runtime_data.tee_pubkey,
             init_data: init_json,
         })
@@ -252,23 +284,39 @@ fn caller_claims(kbs: &Kbs, headers: &HeaderMap) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::unauthorized("InvalidToken", e.to_string()))
 }
 
+/// The resource policy's `data`, in the shape Trustee's KBS gives it
+/// (`kbs/src/api_server.rs` @78962cd): the plugin name, the path after the
+/// plugin as an array of segments, and the query parameters.
+pub fn resource_policy_data(path: &ResourcePath, query: &BTreeMap<String, String>) -> Value {
+    json!({
+        "plugin": "resource",
+        "resource-path": [path.repo, path.kind, path.tag],
+        "query": query,
+    })
+}
+
 /// `GET /kbs/v0/resource/<repo>/<type>/<tag>`: policy check, then the
 /// resource as JWE to the key in the caller's token.
 pub async fn resource(
     State(kbs): State<Arc<Kbs>>,
     headers: HeaderMap,
     Path(path): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let path = ResourcePath::parse(&path)?;
     let claims = caller_claims(&kbs, &headers)?;
-    let data = json!({"resource-path": path.to_string(), "plugin": "resource"});
+    let data = resource_policy_data(&path, &query);
     let allowed = kbs
         .resource_policy()
         .allows("data.policy.allow", &claims, Some(&data))
         .map_err(ApiError::internal)?;
     if !allowed {
         inc(&kbs.metrics.resource_denied);
-        return Err(ApiError::forbidden(
+        // 401, as Trustee's KBS answers a denial (`kbs/src/error.rs` @78962cd:
+        // everything but 404 is 401): its clients handle only 200/401/404,
+        // and on 401 they attest again and retry, then report "unauthorized".
+        // A 403 would reach their users as "KBS internal error".
+        return Err(ApiError::unauthorized(
             "PolicyDeny",
             format!("the resource policy does not release {path} to this attestation"),
         ));

@@ -162,6 +162,10 @@ pub fn router(kbs: Arc<Kbs>) -> Router {
                 .get(admin::get_reference_values)
                 .layer(DefaultBodyLimit::max(1 << 20)),
         )
+        .route(
+            "/kbs/v0/reference-value/{id}",
+            get(admin::get_reference_value),
+        )
         .route("/kbs/v0/token-certificate", get(token_key))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))

@@ -61,7 +61,7 @@ impl Raw {
 /// An attest body for `nonce`, with evidence bound to `evidence_nonce`.
 fn attestation(nonce: &str, evidence_nonce: &str, key: &TeeKeyPair) -> Value {
     let jwk = key.public_jwk();
-    let rd = coco_jose::binding::runtime_data_hash(evidence_nonce, &jwk, None).unwrap();
+    let rd = coco_jose::binding::runtime_data_hash(evidence_nonce, &jwk, "").unwrap();
     let evidence = SampleAttester::default().evidence(&rd).unwrap();
     json!({
         "runtime-data": {"nonce": nonce, "tee-pubkey": jwk},
@@ -107,7 +107,7 @@ async fn default_policy_denies_the_sample_tee() {
         .get_resource("default/key/1")
         .await
         .unwrap_err();
-    assert_eq!(refused_kind(&err), (403, "PolicyDeny".into()));
+    assert_eq!(refused_kind(&err), (401, "PolicyDeny".into()));
 }
 
 #[tokio::test]
@@ -138,8 +138,9 @@ async fn reference_values_drive_the_attestation_policy() {
         .get_resource("default/key/1")
         .await
         .unwrap_err();
-    assert_eq!(refused_kind(&err).0, 403);
-    let rv = json!({"version":"0.1.0","type":"sample","payload": json!({"sample_svn": ["1"]}).to_string()});
+    assert_eq!(refused_kind(&err), (401, "PolicyDeny".into()));
+    let rv = json!({"version":"0.1.0","type":"sample",
+        "payload": base64::engine::general_purpose::STANDARD.encode(json!({"sample_svn": ["1"]}).to_string())});
     assert_eq!(
         kbs.admin(Method::POST, "reference-value", rv.to_string().into_bytes())
             .await,

@@ -73,7 +73,7 @@ async fn swtpm_guest_gets_a_resource_until_a_pcr_changes() {
         .unwrap_err();
     match err {
         KbsClientError::Refused { status, kind, .. } => {
-            assert_eq!((status, kind.as_str()), (403, "PolicyDeny"));
+            assert_eq!((status, kind.as_str()), (401, "PolicyDeny"));
         }
         other => panic!("expected a policy denial, got {other}"),
     }

@@ -12,14 +12,19 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct SampleEvidence {
     pub svn: String,
-    /// Standard base64 of the 64-byte report_data.
+    /// Standard base64 of the report_data: the 48-byte binding digest itself,
+    /// as guest-components' sample attester sends it (`attester/src/sample`
+    /// @da8d93f; captured from Trustee's kbs-client, `testdata/peers`).
     pub report_data: String,
     /// Hex of the initdata digest the "hardware" would carry, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_data: Option<String>,
 }
 
-/// Claims of the sample TEE.
+/// Claims of the sample TEE. Besides what the evidence says, it carries the
+/// fixed claims Trustee's sample verifier reports (`deps/verifier/src/sample`
+/// @78962cd: `launch_digest`, `platform_version`, `debug`), so that Trustee's
+/// own attestation policies evaluate the sample TEE here as they do there.
 #[derive(Debug, Clone, Serialize)]
 pub struct SampleClaims {
     /// Security version number the attester claims.
@@ -29,6 +34,16 @@ pub struct SampleClaims {
     /// Hex of the bound initdata digest, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init_data: Option<String>,
+    /// Trustee's fixed sample claims (the sample TEE measures nothing).
+    pub launch_digest: &'static str,
+    pub platform_version: SamplePlatformVersion,
+    pub debug: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SamplePlatformVersion {
+    pub major: u32,
+    pub minor: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +91,7 @@ impl Verifier for SampleVerifier {
         let rd = base64::engine::general_purpose::STANDARD
             .decode(ev.report_data.trim())
             .map_err(SampleError::from)?;
-        if rd.as_slice() != expected.report_data_64().as_slice() {
+        if rd.as_slice() != expected.report_data.as_slice() {
             return Err(VerifierError::ReportDataMismatch);
         }
         if let Some(want) = expected.init_data_digest {
@@ -90,6 +105,9 @@ impl Verifier for SampleVerifier {
             svn: ev.svn,
             report_data: hex::encode(rd),
             init_data: ev.init_data,
+            launch_digest: "abcde",
+            platform_version: SamplePlatformVersion { major: 1, minor: 4 },
+            debug: false,
         }))
     }
 }

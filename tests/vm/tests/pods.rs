@@ -109,7 +109,7 @@ async fn sample_tee_pod_plain_then_encrypted_denied_then_released_exec_refused()
         .create_app("enc-denied", &f.encrypted)
         .await
         .unwrap_err();
-    assert!(e.detail.contains("403"), "{e}");
+    assert!(e.detail.contains("PolicyDeny"), "{e}");
     eprintln!("denied as expected: {e}");
 
     // The (non-confidential) sample TEE allowed explicitly: attestation → key →
