@@ -47,6 +47,31 @@ pub fn nix_eval(nix: &str, expr: &str) -> Result<serde_json::Value, String> {
     serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
 }
 
+/// A `rust-version` (`MAJOR.MINOR[.PATCH]`), ordered numerically (1.100 > 1.95).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RustVersion(pub u64, pub u64, pub u64);
+
+impl RustVersion {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.trim().split('.').collect();
+        if !(2..=3).contains(&parts.len()) {
+            return Err(format!("{s:?}: expected MAJOR.MINOR[.PATCH]"));
+        }
+        let n = |p: &str| p.parse::<u64>().map_err(|e| format!("{s:?}: {e}"));
+        Ok(Self(
+            n(parts[0])?,
+            n(parts[1])?,
+            parts.get(2).map(|p| n(p)).transpose()?.unwrap_or(0),
+        ))
+    }
+}
+
+impl std::fmt::Display for RustVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
 /// Files under `dir` whose name ends with `suffix`, skipping build output and VCS dirs.
 pub fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
