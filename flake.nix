@@ -68,6 +68,12 @@
         inherit pkgs workspace;
         guestImage = guest.image;
         src = self;
+      } // {
+        # Both NixOS modules in one configuration (nix/tests/modules.nix).
+        nixos-modules = (lib.nixosSystem {
+          inherit system;
+          modules = [ self.nixosModules.kbs self.nixosModules.node ./nix/tests/modules.nix ];
+        }).config.system.build.toplevel;
       };
 
       nixosModules = {

@@ -61,7 +61,7 @@ let
     coco-image build \
       --kernel-tree tree \
       --binary /init=${workspace}/bin/${contents.init} \
-      ${lib.concatStringsSep " \\\n      " binaryArgs} \
+      ${lib.concatStringsSep " \\\n  " binaryArgs} \
       --file ${contents.ca_bundle}=${cacert}/etc/ssl/certs/ca-bundle.crt \
       --file /etc/coco-agent/config.toml=${agentConfig} \
       ${lib.optionalString contents.busybox "--busybox ${pkgsStatic.busybox}/bin/busybox"} \

@@ -100,6 +100,13 @@ in
         Empty keeps the admin API closed.
       '';
     };
+    configFile = lib.mkOption {
+      type = lib.types.package;
+      readOnly = true;
+      internal = true;
+      default = configFile;
+      description = "The generated kbs.toml (for tests and inspection).";
+    };
     settings = lib.mkOption {
       type = toml.type;
       default = { };
