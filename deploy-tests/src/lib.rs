@@ -12,6 +12,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// `nix-instantiate` if installed (Debian `nix-bin`); otherwise says the caller skips.
+/// Under `CI=true` a missing Nix is a failure: scripts/setup.sh installs it.
 pub fn nix_instantiate() -> Option<&'static str> {
     let ok = std::process::Command::new("nix-instantiate")
         .arg("--version")
@@ -20,10 +21,42 @@ pub fn nix_instantiate() -> Option<&'static str> {
         .unwrap_or(false);
     if ok {
         Some("nix-instantiate")
+    } else if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("nix-instantiate not found under CI=true: scripts/setup.sh installs nix-bin");
     } else {
         eprintln!("SKIPPED: nix-instantiate not found (apt-get install nix-bin)");
         None
     }
+}
+
+/// Runs scripts/nix-eval.sh (the flake against the real nixpkgs lib and the stubs
+/// of nix/tests/stubs) once per test binary and returns the directory with its
+/// show.txt, drvs.json and cases.json. `None` (with a message) when Nix is missing
+/// outside CI or no nixpkgs library is on the machine (it cannot be fetched in CI;
+/// scripts/nix-eval.sh says where it looks).
+pub fn nix_eval_outputs() -> Option<&'static Path> {
+    static OUT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    OUT.get_or_init(|| {
+        nix_instantiate()?;
+        let dir = std::env::temp_dir().join(format!("coco-nix-eval-{}", std::process::id()));
+        let out = std::process::Command::new(repo_root().join("scripts/nix-eval.sh"))
+            .env("COCO_NIX_EVAL_OUT", &dir)
+            .output()
+            .unwrap_or_else(|e| panic!("scripts/nix-eval.sh: {e}"));
+        match out.status.code() {
+            Some(0) => Some(dir),
+            Some(3) => {
+                eprintln!("SKIPPED: {}", String::from_utf8_lossy(&out.stderr).trim());
+                None
+            }
+            _ => panic!(
+                "scripts/nix-eval.sh failed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    })
+    .as_deref()
 }
 
 /// Evaluates a Nix expression (strictly, to JSON) in the repository root without

@@ -16,12 +16,17 @@ fn read(rel: &str) -> String {
         .unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
-fn declared_msrv() -> RustVersion {
+/// Cargo.toml's `[workspace.package] rust-version`, as written.
+fn declared_msrv_text() -> String {
     let cargo: toml::Table = read("Cargo.toml").parse().unwrap();
-    let v = cargo["workspace"]["package"]["rust-version"]
+    cargo["workspace"]["package"]["rust-version"]
         .as_str()
-        .expect("workspace.package.rust-version");
-    RustVersion::parse(v).unwrap()
+        .expect("workspace.package.rust-version")
+        .to_string()
+}
+
+fn declared_msrv() -> RustVersion {
+    RustVersion::parse(&declared_msrv_text()).unwrap()
 }
 
 fn metadata() -> serde_json::Value {
@@ -88,7 +93,10 @@ fn no_locked_dependency_needs_a_newer_rustc_than_the_declared_msrv() {
     // lock file does), so nothing escapes the check.
     let locked = locked_registry_packages();
     let unread: Vec<_> = locked.difference(&seen).collect();
-    assert!(unread.is_empty(), "locked but not in cargo metadata: {unread:?}");
+    assert!(
+        unread.is_empty(),
+        "locked but not in cargo metadata: {unread:?}"
+    );
     assert!(locked.len() > 100, "{} locked crates", locked.len());
     assert!(
         too_new.is_empty(),
@@ -143,7 +151,7 @@ fn the_pinned_nixpkgs_rustc_is_at_least_the_msrv_and_the_readme_says_which() {
         "README must name the pinned rustc {rustc}"
     );
     assert!(
-        readme.contains(&format!("rust-version = \"{msrv}\"")),
+        readme.contains(&format!("rust-version = \"{}\"", declared_msrv_text())),
         "README must state the MSRV {msrv}"
     );
     // The pinned revision the README names is the one flake.lock holds.
@@ -152,8 +160,14 @@ fn the_pinned_nixpkgs_rustc_is_at_least_the_msrv_and_the_readme_says_which() {
     assert!(readme.contains(rev), "README must name nixpkgs {rev}");
     // workspace.nix refuses a toolchain older than Cargo.toml's rust-version.
     let ws = read("nix/workspace.nix");
-    assert!(ws.contains("rust-version"), "nix/workspace.nix reads the MSRV");
-    assert!(ws.contains("versionAtLeast"), "nix/workspace.nix compares it");
+    assert!(
+        ws.contains("rust-version"),
+        "nix/workspace.nix reads the MSRV"
+    );
+    assert!(
+        ws.contains("versionAtLeast"),
+        "nix/workspace.nix compares it"
+    );
 }
 
 #[test]
