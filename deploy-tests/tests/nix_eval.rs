@@ -129,6 +129,9 @@ fn the_node_module_installs_one_handler_per_runtime_class() {
         return;
     };
     let node = &cases["node"];
+    // The handlers sit under the plugin name of the configuration version NixOS's
+    // containerd module writes.
+    assert_eq!(node["containerdVersion"], 2);
     let runtimes = node["runtimes"].as_object().unwrap();
     let classes = node["runtimeClasses"].as_object().unwrap();
     assert_eq!(runtimes.len(), 3, "{runtimes:?}");

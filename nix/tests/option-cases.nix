@@ -34,6 +34,7 @@ in
     firewall = good.networking.firewall.allowedTCPPorts;
   };
   node = {
+    containerdVersion = good.virtualisation.containerd.settings.version;
     etc = builtins.attrNames good.environment.etc;
     runtimes = builtins.mapAttrs (_: r: r.options.ConfigPath)
       good.virtualisation.containerd.settings.plugins."io.containerd.grpc.v1.cri".containerd.runtimes;

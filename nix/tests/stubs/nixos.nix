@@ -59,6 +59,12 @@ let
       };
       services.kubernetes.addonManager.bootstrapAddons = mkOption { type = types.attrsOf types.attrs; default = { }; };
     };
+    # virtualisation/containerd.nix writes a version-2 configuration with the CRI
+    # plugin under its version-2 name.
+    config.virtualisation.containerd.settings = lib.mkIf config.virtualisation.containerd.enable {
+      version = 2;
+      plugins."io.containerd.grpc.v1.cri".cni.bin_dir = lib.mkOptionDefault "/stub/cni-plugins/bin";
+    };
     config.system.build.toplevel =
       let failed = map (a: a.message) (builtins.filter (a: !a.assertion) config.assertions);
       in if failed != [ ] then throw "Failed assertions:\n- ${lib.concatStringsSep "\n- " failed}"
