@@ -10,9 +10,8 @@
 let
   system = "x86_64-linux";
 
-  # nixpkgs' rustc at the pinned revision:
-  # pkgs/development/compilers/rust/1_95.nix, rustcVersion (the only rust/1_*.nix of
-  # the nixos-26.05 branch; rustPackages = rustPackages_1_95).
+  # nixpkgs' rustc at the pinned revision (nixos-26.05: rustPackages_1_95):
+  # pkgs/development/compilers/rust/1_95.nix, rustcVersion.
   rustcVersion = "1.95.0";
   # pkgs/by-name/ed/edk2/package.nix, version.
   edk2Version = "202511";
