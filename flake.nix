@@ -1,7 +1,9 @@
 {
   description = "Confidential Containers appliance: KBS, guest agent, measured guest image";
 
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-24.11";
+  # nixos-26.05: rustc 1.95.0, the workspace's rust-version (README, "Nix and
+  # Kubernetes", names the locked revision and where that was read).
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
 
   outputs = { self, nixpkgs }:
     let
@@ -15,11 +17,9 @@
 
       workspace = pkgs.callPackage ./nix/workspace.nix { src = self; };
       guestKernel = pkgs.callPackage ./nix/guest-kernel.nix { };
-      ovmf = pkgs.callPackage ./nix/ovmf.nix { };
+      ovmf = pkgs.callPackages ./nix/ovmf.nix { };
       guest = pkgs.callPackage ./nix/guest-image.nix {
-        inherit workspace guestKernel;
-        ovmfSnp = ovmf.snp;
-        ovmfTdx = ovmf.tdx;
+        inherit workspace guestKernel ovmf;
       };
     in
     {
@@ -27,8 +27,8 @@
         default = workspace;
         coco = workspace;
         guest-kernel = guestKernel;
-        ovmf-snp = ovmf.snp;
-        ovmf-tdx = ovmf.tdx;
+        ovmf-snp = ovmf.AmdSev;
+        ovmf-tdx = ovmf.IntelTdx;
         guest-initrd = guest.initrd;
         guest-image = guest.image;
         kbs-image = pkgs.callPackage ./nix/kbs-image.nix { inherit workspace; };
@@ -49,16 +49,15 @@
             # The VM demo: QEMU + vsock backend + vTPM, a registry, image tools; the
             # guest image is the flake's own (no Debian kernel download).
             runtimeInputs = with pkgs; [
-              workspace qemu swtpm skopeo umoci docker-distribution
+              workspace qemu swtpm skopeo umoci distribution
             ];
             text = ''
               export COCO_BIN_DIR=${workspace}/bin
               export COCO_GUEST_IMAGE=${guest.image}
               export COCO_OVMF=${pkgs.OVMF.fd}/FV/OVMF.fd
-              export COCO_DOCKER_REGISTRY=${pkgs.docker-distribution}/bin/registry
+              export COCO_DOCKER_REGISTRY=${pkgs.distribution}/bin/registry
               export COCO_BUSYBOX=${pkgs.pkgsStatic.busybox}/bin/busybox
-              ${lib.optionalString (pkgs ? vhost-device-vsock)
-                "export COCO_VHOST_DEVICE_VSOCK=${pkgs.vhost-device-vsock}/bin/vhost-device-vsock"}
+              export COCO_VHOST_DEVICE_VSOCK=${pkgs.vhost-device-vsock}/bin/vhost-device-vsock
               exec ${pkgs.bash}/bin/bash ${./scripts/demo.sh} "$@"
             '';
           }}/bin/coco-demo";
@@ -69,6 +68,12 @@
         inherit pkgs workspace;
         guestImage = guest.image;
         src = self;
+      } // {
+        # Both NixOS modules in one configuration (nix/tests/modules.nix).
+        nixos-modules = (lib.nixosSystem {
+          inherit system;
+          modules = [ self.nixosModules.kbs self.nixosModules.node ./nix/tests/modules.nix ];
+        }).config.system.build.toplevel;
       };
 
       nixosModules = {
@@ -90,7 +95,7 @@
           skopeo
           umoci
           runc
-          docker-distribution
+          distribution
           qemu
           openssl
           kubectl
@@ -98,6 +103,6 @@
         ];
       };
 
-      formatter.${system} = pkgs.nixpkgs-fmt;
+      formatter.${system} = pkgs.nixfmt;
     };
 }

@@ -5,18 +5,36 @@
 let
   cfg = config.services.coco-kbs;
   toml = pkgs.formats.toml { };
+
+  # Secrets are named by runtime path and handed to the unit with LoadCredential:
+  # a string outside the store, never a Nix path (which would be copied into the
+  # world-readable store when the configuration is built).
+  runtimePath = lib.types.addCheck lib.types.str
+    (p: lib.hasPrefix "/" p && !lib.hasPrefix "${builtins.storeDir}/" p) // {
+      description = "absolute path outside the Nix store, read when the service starts";
+    };
+  credentialsDir = "/run/credentials/coco-kbs.service";
+  # credential name → runtime path of its source.
+  credentials = lib.optionalAttrs (cfg.tls != null) {
+    "tls.crt" = cfg.tls.certFile;
+    "tls.key" = cfg.tls.keyFile;
+  } // lib.optionalAttrs (cfg.tokenSigningKeyFile != null) {
+    "token-signing.key" = cfg.tokenSigningKeyFile;
+  };
+
   settings = lib.recursiveUpdate
-    {
+    ({
       listen = "${cfg.listenAddress}:${toString cfg.port}";
       state_dir = "/var/lib/coco-kbs";
       admin.public_keys = cfg.adminPublicKeys;
     }
-    (lib.recursiveUpdate
-      (if cfg.tls == null then { insecure_http = true; } else {
-        # The key arrives through LoadCredential below, readable only by the unit.
-        tls = { cert = cfg.tls.certFile; key = "/run/credentials/coco-kbs.service/tls.key"; };
-      })
-      cfg.settings);
+    // (if cfg.tls == null then { insecure_http = true; } else {
+      tls = { cert = "${credentialsDir}/tls.crt"; key = "${credentialsDir}/tls.key"; };
+    })
+    // lib.optionalAttrs (cfg.tokenSigningKeyFile != null) {
+      token.signing_key = "${credentialsDir}/token-signing.key";
+    })
+    cfg.settings;
   configFile = toml.generate "kbs.toml" settings;
 in
 {
@@ -45,19 +63,34 @@ in
     };
     tls = lib.mkOption {
       description = ''
-        Certificate chain and key (PEM). `null` serves plain HTTP, which is only for
-        a KBS behind a TLS-terminating proxy.
+        Certificate chain and key (PEM), read at service start through systemd
+        credentials. `null` serves plain HTTP, which is only for a KBS behind a
+        TLS-terminating proxy.
       '';
       default = null;
       type = lib.types.nullOr (lib.types.submodule {
         options = {
-          certFile = lib.mkOption { type = lib.types.path; description = "PEM chain."; };
+          certFile = lib.mkOption {
+            type = runtimePath;
+            example = "/var/lib/acme/kbs.example.org/fullchain.pem";
+            description = "PEM chain (runtime path).";
+          };
           keyFile = lib.mkOption {
-            type = lib.types.path;
-            description = "PEM key; read via systemd credentials, never copied to the store.";
+            type = runtimePath;
+            example = "/run/keys/coco-kbs-tls.key";
+            description = "PEM private key (runtime path; never copied to the store).";
           };
         };
       });
+    };
+    tokenSigningKeyFile = lib.mkOption {
+      type = lib.types.nullOr runtimePath;
+      default = null;
+      example = "/run/keys/coco-kbs-token.key";
+      description = ''
+        PKCS#8 PEM P-256 key signing attestation tokens (runtime path). `null`: the
+        KBS generates one in its state directory.
+      '';
     };
     adminPublicKeys = lib.mkOption {
       type = lib.types.listOf lib.types.path;
@@ -67,14 +100,31 @@ in
         Empty keeps the admin API closed.
       '';
     };
+    configFile = lib.mkOption {
+      type = lib.types.package;
+      readOnly = true;
+      internal = true;
+      default = configFile;
+      description = "The generated kbs.toml (for tests and inspection).";
+    };
     settings = lib.mkOption {
       type = toml.type;
       default = { };
-      description = "Extra kbs.toml settings (see kbs/src/config.rs), merged last.";
+      description = ''
+        Extra kbs.toml settings (see kbs/src/config.rs), merged last. Key paths
+        (`tls`, `token.signing_key`) are set by the options above, not here.
+      '';
     };
   };
 
   config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = !(cfg.settings ? tls) && !((cfg.settings.token or { }) ? signing_key);
+        message = "services.coco-kbs.settings must not name key files; use tls and tokenSigningKeyFile.";
+      }
+    ];
+
     networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ cfg.port ];
 
     systemd.services.coco-kbs = {
@@ -87,7 +137,7 @@ in
         DynamicUser = true;
         StateDirectory = "coco-kbs";
         StateDirectoryMode = "0700";
-        LoadCredential = lib.optional (cfg.tls != null) "tls.key:${cfg.tls.keyFile}";
+        LoadCredential = lib.mapAttrsToList (name: path: "${name}:${path}") credentials;
         Restart = "on-failure";
         # Hardening: the KBS needs a socket and its state directory, nothing else.
         CapabilityBoundingSet = "";

@@ -2,9 +2,19 @@
 # dependencies, so no outputHashes are needed).
 { lib, rustPlatform, pkg-config, tpm2-tss, src }:
 
+let
+  workspaceToml = (builtins.fromTOML (builtins.readFile ../Cargo.toml)).workspace.package;
+  msrv = workspaceToml.rust-version;
+  rustc = rustPlatform.rust.rustc;
+in
+# Cargo.toml's rust-version is the newest any locked crate declares
+# (deploy-tests/tests/msrv.rs); an older nixpkgs toolchain would fail deep in the
+# build, so evaluation stops here with the reason.
+assert lib.assertMsg (lib.versionAtLeast rustc.version msrv)
+  "nixpkgs' rustc ${rustc.version} is older than the workspace's rust-version ${msrv}: update the nixpkgs input";
 rustPlatform.buildRustPackage {
   pname = "coco";
-  version = "0.1.0";
+  inherit (workspaceToml) version;
   src = lib.cleanSourceWith {
     inherit src;
     filter = path: type:

@@ -49,12 +49,14 @@ MANIFEST=$OUT/MANIFEST
 
 log() { echo "build-ovmf: $*" >&2; }
 
+# Each variant's edk2 platform comes from deploy/guest-image.toml, the list
+# nix/ovmf.nix builds from too ([firmware.<variant>] dsc = "...").
+GUEST_IMAGE_TOML=$(cd "$(dirname "$0")/.." && pwd)/deploy/guest-image.toml
 dsc_of() {
-    case $1 in
-        AmdSev) echo OvmfPkg/AmdSev/AmdSevX64.dsc ;;
-        IntelTdx) echo OvmfPkg/IntelTdx/IntelTdxX64.dsc ;;
-        *) log "unknown variant $1"; exit 2 ;;
-    esac
+    local dsc
+    dsc=$(sed -n "/^\[firmware\.$1\]/,/^\[/s/^dsc = \"\(.*\)\"\$/\1/p" "$GUEST_IMAGE_TOML")
+    [ -n "$dsc" ] || { log "unknown variant $1 (no [firmware.$1] dsc in $GUEST_IMAGE_TOML)"; exit 2; }
+    echo "$dsc"
 }
 # The OUTPUT_DIRECTORY each .dsc declares.
 builddir_of() {

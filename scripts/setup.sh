@@ -10,7 +10,8 @@ PACKAGES=(
   docker-registry skopeo umoci runc busybox-static
   # Demo and image tests: TLS certificates, GNU time for the pull benchmark.
   openssl time
-  # deploy-tests: parses every Nix file with nix-instantiate --parse.
+  # deploy-tests: parses every Nix file and evaluates the flake offline
+  # (scripts/nix-eval.sh; its nixpkgs library comes from $COCO_NIXPKGS_LIB).
   nix-bin
   # Guest image: dm-crypt ephemeral storage tools, and strip for the agent binary.
   dmsetup e2fsprogs binutils

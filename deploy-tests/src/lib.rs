@@ -12,6 +12,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// `nix-instantiate` if installed (Debian `nix-bin`); otherwise says the caller skips.
+/// Under `CI=true` a missing Nix is a failure: scripts/setup.sh installs it.
 pub fn nix_instantiate() -> Option<&'static str> {
     let ok = std::process::Command::new("nix-instantiate")
         .arg("--version")
@@ -20,10 +21,42 @@ pub fn nix_instantiate() -> Option<&'static str> {
         .unwrap_or(false);
     if ok {
         Some("nix-instantiate")
+    } else if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("nix-instantiate not found under CI=true: scripts/setup.sh installs nix-bin");
     } else {
         eprintln!("SKIPPED: nix-instantiate not found (apt-get install nix-bin)");
         None
     }
+}
+
+/// Runs scripts/nix-eval.sh (the flake against the real nixpkgs lib and the stubs
+/// of nix/tests/stubs) once per test binary and returns the directory with its
+/// show.txt, drvs.json and cases.json. `None` (with a message) when Nix is missing
+/// outside CI or no nixpkgs library is on the machine (it cannot be fetched in CI;
+/// scripts/nix-eval.sh says where it looks).
+pub fn nix_eval_outputs() -> Option<&'static Path> {
+    static OUT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    OUT.get_or_init(|| {
+        nix_instantiate()?;
+        let dir = std::env::temp_dir().join(format!("coco-nix-eval-{}", std::process::id()));
+        let out = std::process::Command::new(repo_root().join("scripts/nix-eval.sh"))
+            .env("COCO_NIX_EVAL_OUT", &dir)
+            .output()
+            .unwrap_or_else(|e| panic!("scripts/nix-eval.sh: {e}"));
+        match out.status.code() {
+            Some(0) => Some(dir),
+            Some(3) => {
+                eprintln!("SKIPPED: {}", String::from_utf8_lossy(&out.stderr).trim());
+                None
+            }
+            _ => panic!(
+                "scripts/nix-eval.sh failed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    })
+    .as_deref()
 }
 
 /// Evaluates a Nix expression (strictly, to JSON) in the repository root without
@@ -45,6 +78,31 @@ pub fn nix_eval(nix: &str, expr: &str) -> Result<serde_json::Value, String> {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
     serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// A `rust-version` (`MAJOR.MINOR[.PATCH]`), ordered numerically (1.100 > 1.95).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RustVersion(pub u64, pub u64, pub u64);
+
+impl RustVersion {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.trim().split('.').collect();
+        if !(2..=3).contains(&parts.len()) {
+            return Err(format!("{s:?}: expected MAJOR.MINOR[.PATCH]"));
+        }
+        let n = |p: &str| p.parse::<u64>().map_err(|e| format!("{s:?}: {e}"));
+        Ok(Self(
+            n(parts[0])?,
+            n(parts[1])?,
+            parts.get(2).map(|p| n(p)).transpose()?.unwrap_or(0),
+        ))
+    }
+}
+
+impl std::fmt::Display for RustVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
 }
 
 /// Files under `dir` whose name ends with `suffix`, skipping build output and VCS dirs.

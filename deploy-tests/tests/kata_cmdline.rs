@@ -56,13 +56,25 @@ fn the_guest_image_is_measured_with_the_line_kata_boots() {
     // Stubs for the nixpkgs arguments: only the build script's text is wanted.
     let expr = r#"
       let
-        stub = name: { outPath = "/stub/${name}"; };
+        stub = name: { type = "derivation"; outPath = "/stub/${name}"; };
         args = {
-          lib = { concatMapStringsSep = sep: f: l: builtins.concatStringsSep sep (map f l); };
+          lib = {
+            concatMapStringsSep = sep: f: l: builtins.concatStringsSep sep (map f l);
+            concatStringsSep = builtins.concatStringsSep;
+            optionalString = c: s: if c then s else "";
+            getBin = p: p; getLib = p: p;
+            isDerivation = v: v.type or null == "derivation";
+            findFirst = f: d: l: let m = builtins.filter f l; in if m == [ ] then d else builtins.head m;
+          };
           runCommand = name: env: script: { inherit name script; };
           jq = stub "jq"; pkgsStatic = { busybox = stub "busybox"; }; workspace = stub "coco";
+          runc = stub "runc"; lvm2 = stub "lvm2"; e2fsprogs = stub "e2fsprogs";
+          tpm2-tss = stub "tpm2-tss"; cacert = stub "cacert";
           guestKernel = stub "kernel" // { modDirVersion = "0"; };
-          ovmfSnp = { fd = stub "ovmf-snp"; }; ovmfTdx = { fd = stub "ovmf-tdx"; };
+          ovmf = {
+            AmdSev = stub "ovmf-snp" // { tee = "snp"; file = "OVMF-AmdSev.fd"; firmware = "/stub/snp.fd"; };
+            IntelTdx = stub "ovmf-tdx" // { tee = "tdx"; file = "OVMF-IntelTdx.fd"; firmware = "/stub/tdx.fd"; };
+          };
         };
       in (import ./nix/guest-image.nix args).initrd.script
     "#;

@@ -19,9 +19,10 @@ fn workspace_version() -> String {
         .as_str()
         .unwrap()
         .to_string();
+    // The package takes its version from Cargo.toml's [workspace.package].
     assert!(
-        read("nix/workspace.nix").contains(&format!("version = \"{v}\";")),
-        "nix/workspace.nix's version differs from Cargo.toml's {v}"
+        read("nix/workspace.nix").contains("inherit (workspaceToml) version;"),
+        "nix/workspace.nix must take the version from Cargo.toml"
     );
     v
 }

@@ -7,8 +7,10 @@
 //! * [`measure`]: SEV-SNP launch digest, TDX MRTD/RTMR1/RTMR2, vTPM PCR 4/9.
 //! * [`initdata`]: the initdata disk format (writer for the host, reader for the guest).
 //! * [`kata`]: the kernel command line Kata boots with, composed from its configuration.
+//! * [`contents`]: what goes into the guest image (`deploy/guest-image.toml`, shared with Nix).
 
 pub mod builder;
+pub mod contents;
 pub mod cpio;
 pub mod elf;
 pub mod initdata;

@@ -93,7 +93,7 @@ pub fn tdvf_sections(fw: &[u8]) -> Result<Vec<TdvfSection>, MeasureError> {
             section_type: u32_at(s, 24),
             attributes: u32_at(s, 28),
         };
-        if sec.memory_address % PAGE != 0 || sec.memory_data_size % PAGE != 0 {
+        if !sec.memory_address.is_multiple_of(PAGE) || !sec.memory_data_size.is_multiple_of(PAGE) {
             return Err(FooterError::Malformed("TDVF section not page aligned").into());
         }
         if sec.attributes & ATTR_MR_EXTEND != 0 {

@@ -1,6 +1,7 @@
 //! The real guest image: `coco-agent` as `/init`, runc, the pause bundle, the
 //! TPM stack's run-time TCTI module, the kernel modules the agent loads, and the
 //! agent's configuration file, built with `coco-image` from Debian's cloud kernel.
+//! What goes in is `deploy/guest-image.toml`, the list Nix builds from as well.
 //!
 //! The agent is a release build (`cargo build --release -p coco-agent`), found in
 //! `$COCO_GUEST_BIN_DIR`, else `$CARGO_TARGET_DIR/release`, else `target/release`.
@@ -10,37 +11,17 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use coco_image::contents::{GuestContents, AGENT_CONFIG_PATH};
 use coco_image::kernel::KernelTree;
 use coco_image::{Compression, ImageSpec};
 
 use crate::{tools, VmError};
 
-/// Modules the agent loads at boot (dependencies follow from modules.dep).
-pub const AGENT_MODULES: &[&str] = &[
-    "virtio_pci",
-    "virtio_blk",
-    "virtio_net",
-    "vsock",
-    "vmw_vsock_virtio_transport",
-    "overlay",
-    // Ephemeral storage on dm-crypt (aes-xts-plain64) over the scratch disk.
-    "dm_crypt",
-    "xts",
-    "ecb",
-];
-
 /// Base command line; the image's measured cmdline. Tests append `agent.*` keys.
 pub const GUEST_CMDLINE: &str = "console=ttyS0 panic=-1 quiet";
 
-/// The agent's configuration in the image.
-pub const AGENT_CONFIG: &str =
-    "# coco-agent as /init in the VM test image\ninitdata = \"auto\"\nrunc = \"/usr/bin/runc\"\n";
-
-/// The host's CA bundle, copied into the guest at the same path.
-const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
-/// TCTI module the TPM attester loads at run time (not a DT_NEEDED library).
-const TCTI_DEVICE: &str = "/usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0";
+/// Where Debian keeps the shared objects the guest dlopens.
+const DEBIAN_LIB_DIR: &str = "/usr/lib/x86_64-linux-gnu";
 
 /// A built (or prebuilt) guest: kernel, initrd and the cmdline it was built for.
 #[derive(Debug, Clone)]
@@ -128,42 +109,55 @@ impl Guest {
         })
     }
 
-    /// Builds the image with `coco-image` into `out`.
+    /// Builds the image with `coco-image` into `out`, with the contents
+    /// `deploy/guest-image.toml` lists (the list `nix/guest-image.nix` builds from).
     pub fn build(kernel: &KernelTree, out: &Path) -> Result<Self, VmError> {
+        let contents = GuestContents::shipped().map_err(|e| VmError::Config(e.to_string()))?;
         std::fs::create_dir_all(out).map_err(|e| VmError::io("creating image dir", e))?;
         let config = out.join("agent-config.toml");
-        std::fs::write(&config, AGENT_CONFIG).map_err(|e| VmError::io("agent config", e))?;
+        std::fs::write(&config, &contents.agent_config)
+            .map_err(|e| VmError::io("agent config", e))?;
         let mut binaries = BTreeMap::new();
-        // The agent is the VM's init, like Kata's agent in its initrd.
+        if contents.init != "coco-agent" {
+            return Err(VmError::Config(format!(
+                "guest-image.toml: /init is {}, the harness ships coco-agent",
+                contents.init
+            )));
+        }
         binaries.insert("/init".to_string(), stripped(&agent_binary()?, out)?);
-        binaries.insert("runc".to_string(), tools::require("runc", "COCO_RUNC")?);
-        // dm-crypt ephemeral storage (agent.scratch_device=): table load and mkfs.
-        binaries.insert(
-            "dmsetup".to_string(),
-            tools::require("dmsetup", "COCO_DMSETUP")?,
-        );
-        binaries.insert(
-            "mkfs.ext4".to_string(),
-            tools::require("mkfs.ext4", "COCO_MKFS_EXT4")?,
-        );
-        if Path::new(TCTI_DEVICE).is_file() {
-            binaries.insert(TCTI_DEVICE.to_string(), TCTI_DEVICE.into());
+        for name in &contents.binaries {
+            let env = format!("COCO_{}", name.to_uppercase().replace(['.', '-'], "_"));
+            binaries.insert(name.clone(), tools::require(name, &env)?);
+        }
+        // Run-time modules are optional here: without libtss2 the TPM tests skip.
+        for lib in &contents.dlopen_libraries {
+            let p = Path::new(DEBIAN_LIB_DIR).join(lib);
+            if p.is_file() {
+                binaries.insert(p.to_string_lossy().into_owned(), p);
+            }
         }
         let mut files = BTreeMap::new();
-        files.insert("etc/coco-agent/config.toml".to_string(), config);
-        // Mozilla roots for registries and KBSes with public certificates (Debian's
-        // ca-certificates bundle, recorded in the manifest like every input).
-        let bundle = Path::new(CA_BUNDLE);
+        files.insert(AGENT_CONFIG_PATH.to_string(), config);
+        // Debian's ca-certificates bundle, recorded in the manifest like every input.
+        let bundle = Path::new(&contents.ca_bundle);
         if bundle.is_file() {
-            files.insert(CA_BUNDLE.trim_start_matches('/').to_string(), bundle.into());
+            files.insert(
+                contents.ca_bundle.trim_start_matches('/').to_string(),
+                bundle.into(),
+            );
         }
+        let busybox = if contents.busybox {
+            Some(tools::busybox()?)
+        } else {
+            None
+        };
         let spec = ImageSpec {
             kernel: Some(kernel.clone()),
             binaries,
             files,
-            modules: AGENT_MODULES.iter().map(|s| s.to_string()).collect(),
-            busybox: Some(tools::busybox()?),
-            pause_bundle: true,
+            modules: contents.modules(),
+            busybox,
+            pause_bundle: contents.pause_bundle,
             init: None,
             firmware: None,
             cmdline: GUEST_CMDLINE.to_string(),
