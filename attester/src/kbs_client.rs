@@ -237,8 +237,7 @@ impl KbsClient {
 
         check_selected_hash(&challenge.extra_params)?;
         let tee_pubkey = self.key.public_jwk();
-        let report_data =
-            coco_jose::binding::runtime_data_hash(&challenge.nonce, &tee_pubkey, "")?;
+        let report_data = coco_jose::binding::runtime_data_hash(&challenge.nonce, &tee_pubkey, "")?;
         let attester = self.attester.clone();
         let evidence_started = std::time::Instant::now();
         let evidence = tokio::task::spawn_blocking(move || attester.evidence(&report_data))

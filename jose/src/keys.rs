@@ -40,7 +40,9 @@ impl TeeKeyPair {
 
     /// A fresh P-521 key.
     pub fn generate_ec521() -> Self {
-        Self::Ec521(Box::new(p521::SecretKey::generate_from_rng(&mut rand::rng())))
+        Self::Ec521(Box::new(p521::SecretKey::generate_from_rng(
+            &mut rand::rng(),
+        )))
     }
 
     /// A fresh RSA-2048 key, for peers that only speak RSA-OAEP-256.
@@ -153,8 +155,10 @@ where
     sec1.extend_from_slice(y);
     let point = p256::elliptic_curve::sec1::Sec1Point::<C>::from_bytes(&sec1)
         .map_err(|e| JoseError::Key(e.to_string()))?;
-    Option::from(p256::elliptic_curve::PublicKey::<C>::from_sec1_point(&point))
-        .ok_or_else(|| JoseError::Key(format!("point is not on {crv}")))
+    Option::from(p256::elliptic_curve::PublicKey::<C>::from_sec1_point(
+        &point,
+    ))
+    .ok_or_else(|| JoseError::Key(format!("point is not on {crv}")))
 }
 
 #[cfg(test)]

@@ -357,8 +357,7 @@ mod tests {
         assert!(parse_reference_values(br#"{"type":"x","payload":"e30="}"#).is_err());
         // The payload is base64 of JSON, not JSON (Trustee's sample extractor).
         assert!(
-            parse_reference_values(br#"{"type":"sample","payload":"{\"svn\":[\"1\"]}"}"#)
-                .is_err()
+            parse_reference_values(br#"{"type":"sample","payload":"{\"svn\":[\"1\"]}"}"#).is_err()
         );
         assert!(parse_reference_values(br#"{"../x":[1]}"#).is_err());
         assert!(parse_reference_values(br#"{"a":null}"#).is_err());

@@ -72,12 +72,12 @@ impl CompiledPolicy {
                     QUERY_REFERENCE_VALUE.to_owned(),
                     1,
                     Box::new(move |args: Vec<regorus::Value>| {
-                        let id = args
-                            .first()
-                            .and_then(|a| a.as_string().ok())
-                            .ok_or_else(|| {
-                                anyhow::anyhow!("{QUERY_REFERENCE_VALUE} takes one string")
-                            })?;
+                        let id =
+                            args.first()
+                                .and_then(|a| a.as_string().ok())
+                                .ok_or_else(|| {
+                                    anyhow::anyhow!("{QUERY_REFERENCE_VALUE} takes one string")
+                                })?;
                         match values.get(id.as_ref()) {
                             Some(v) => Ok(regorus::Value::from_json_str(&v.to_string())?),
                             None => Ok(regorus::Value::Null),

@@ -133,7 +133,9 @@ fn negotiate_hash(extra: &Value) -> Result<Value, ApiError> {
     {
         return Err(ApiError::bad_request(
             "UnsupportedHashAlgorithm",
-            format!("this KBS binds evidence with {BINDING_HASH_ALGORITHM}; the client offered {offer}"),
+            format!(
+                "this KBS binds evidence with {BINDING_HASH_ALGORITHM}; the client offered {offer}"
+            ),
         ));
     }
     Ok(json!({ SELECTED_HASH_ALGORITHM: BINDING_HASH_ALGORITHM }))
