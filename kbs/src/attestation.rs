@@ -198,9 +198,8 @@ fn policy_input(tee: &str, claims: &Value, init_data: Option<&Value>) -> Value {
         "claims": claims,
         "init_data": init_data.cloned().unwrap_or(Value::Null),
     });
-    if !matches!(tee, "tee" | "claims" | "init_data") {
-        input[tee] = claims.clone();
-    }
+    // TEE names (kbs_types::Tee) never collide with the three keys above.
+    input[tee] = claims.clone();
     input
 }
 
@@ -230,15 +229,13 @@ fn trust_vector_of(policy: &CompiledPolicy, input: &Value) -> Result<(String, Va
     let v = policy.eval(TRUST_CLAIMS_RULE, input, None)?;
     let claims = match &v {
         Value::Object(m) => m.clone(),
-        Value::Null => TRUST_CLAIM_NAMES
-            .iter()
-            .map(|n| ((*n).to_owned(), json!(0)))
-            .collect(),
         // regorus serialises an undefined rule as the string "<undefined>".
-        Value::String(s) if s == "<undefined>" => TRUST_CLAIM_NAMES
-            .iter()
-            .map(|n| ((*n).to_owned(), json!(0)))
-            .collect(),
+        undefined if undefined.is_null() || undefined.as_str() == Some("<undefined>") => {
+            TRUST_CLAIM_NAMES
+                .iter()
+                .map(|n| ((*n).to_owned(), json!(0)))
+                .collect()
+        }
         other => return Err(bad(other)),
     };
     if claims.is_empty() {
