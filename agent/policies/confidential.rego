@@ -43,6 +43,9 @@ CreateContainerRequest if {
 	count(object.get(input, ["OCI", "Hooks", "Prestart"], [])) == 0
 	count(object.get(input, ["OCI", "Hooks", "Poststart"], [])) == 0
 	count(object.get(input, ["OCI", "Hooks", "Poststop"], [])) == 0
+	count(object.get(input, ["OCI", "Hooks", "CreateRuntime"], [])) == 0
+	count(object.get(input, ["OCI", "Hooks", "CreateContainer"], [])) == 0
+	count(object.get(input, ["OCI", "Hooks", "StartContainer"], [])) == 0
 }
 
 # Only the per-container hostname, hosts and resolv.conf the shim copies in.

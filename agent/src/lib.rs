@@ -5,6 +5,7 @@
 //! with a Rego policy because the host that calls it is not trusted.
 
 pub mod attestation;
+pub mod canonical;
 pub mod cgroups;
 pub mod config;
 pub mod copyfile;

@@ -281,7 +281,10 @@ pub fn spec_to_json(s: &oci::Spec) -> Value {
         };
         m.insert(
             "hooks".into(),
-            json!({"prestart": hooks(&h.Prestart), "poststart": hooks(&h.Poststart), "poststop": hooks(&h.Poststop)}),
+            json!({"prestart": hooks(&h.Prestart), "createRuntime": hooks(&h.CreateRuntime),
+                   "createContainer": hooks(&h.CreateContainer),
+                   "startContainer": hooks(&h.StartContainer),
+                   "poststart": hooks(&h.Poststart), "poststop": hooks(&h.Poststop)}),
         );
     }
     if !s.Annotations.is_empty() {

@@ -50,8 +50,7 @@ fn exec_req(cid: &str, exec_id: &str, args: &[&str]) -> agent::ExecProcessReques
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_pod_lifecycle_with_runc_and_registry() {
     if let Err(why) = prerequisites() {
-        eprintln!("SKIPPED: {why}");
-        return;
+        return unavailable(&why);
     }
     let work = tempfile::tempdir().unwrap();
     let reg = Registry::start().await;
@@ -212,8 +211,7 @@ async fn full_pod_lifecycle_with_runc_and_registry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confidential_policy_denies_exec_stdio_and_set_policy() {
     if let Err(why) = prerequisites() {
-        eprintln!("SKIPPED: {why}");
-        return;
+        return unavailable(&why);
     }
     let ta = TestAgent::start(CONFIDENTIAL_POLICY).await;
     let (c, _) = ta.clients().await;
@@ -287,8 +285,7 @@ async fn confidential_policy_denies_exec_stdio_and_set_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_policy_allowed_then_enforced() {
     if let Err(why) = prerequisites() {
-        eprintln!("SKIPPED: {why}");
-        return;
+        return unavailable(&why);
     }
     let ta = TestAgent::start(ALLOW_ALL_POLICY).await;
     let (c, _) = ta.clients().await;
@@ -306,8 +303,7 @@ async fn set_policy_allowed_then_enforced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oom_kill_is_reported_by_get_oom_event() {
     if let Err(why) = prerequisites() {
-        eprintln!("SKIPPED: {why}");
-        return;
+        return unavailable(&why);
     }
     let work = tempfile::tempdir().unwrap();
     let reg = Registry::start().await;

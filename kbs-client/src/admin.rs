@@ -45,13 +45,62 @@ enum Verb {
         #[arg(long, default_value = "default")]
         id: String,
     },
-    /// Register one reference value (repeat the verb for more values of a name
-    /// via set-reference-values).
-    SetSampleReferenceValue { name: String, value: String },
+    /// Register one reference value: by default a list holding the value as a
+    /// string (`svn` `1` → {"svn": ["1"]}). Sent as Trustee's RVPS sample message,
+    /// so Trustee's KBS accepts it too.
+    SetSampleReferenceValue {
+        name: String,
+        value: String,
+        /// The value is an integer (`{"svn": [1]}`).
+        #[arg(long, group = "value_type")]
+        as_integer: bool,
+        /// The value is a boolean (`{"debug": [false]}`).
+        #[arg(long, group = "value_type")]
+        as_bool: bool,
+        /// Register the value itself, not a one-element list.
+        #[arg(long)]
+        as_single_value: bool,
+    },
     /// Register reference values from a JSON file: {"name": ["v1", "v2"], ...}.
     SetReferenceValues { file: PathBuf },
+    /// Print the reference value registered under one name.
+    GetReferenceValue {
+        #[arg(long)]
+        id: String,
+    },
     /// Print all reference values.
     GetReferenceValues,
+}
+
+/// Trustee's RVPS sample message: `payload` is base64 (standard alphabet) of the JSON
+/// object name → value (`tools/kbs-client/src/lib.rs` `set_sample_rv` @78962cd).
+fn sample_reference_value(
+    name: &str,
+    value: &str,
+    as_integer: bool,
+    as_bool: bool,
+    single: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let v: serde_json::Value = if as_integer {
+        value
+            .parse::<i64>()
+            .with_context(|| format!("{value:?} is not an integer"))?
+            .into()
+    } else if as_bool {
+        value
+            .parse::<bool>()
+            .with_context(|| format!("{value:?} is not true or false"))?
+            .into()
+    } else {
+        value.into()
+    };
+    let v = if single { v } else { serde_json::json!([v]) };
+    let payload = serde_json::json!({ name: v }).to_string();
+    Ok(serde_json::json!({
+        "version": "0.1.0",
+        "type": "sample",
+        "payload": base64::engine::general_purpose::STANDARD.encode(payload),
+    }))
 }
 
 pub fn write_private(path: &Path, pem: &[u8]) -> anyhow::Result<()> {
@@ -128,12 +177,22 @@ pub async fn run(url: &str, cert_file: Option<&Path>, args: &ConfigArgs) -> anyh
             .json(&serde_json::json!({
                 "policy_id": id, "type": "rego", "policy": b64(&read(policy_file)?)
             })),
-        Verb::SetSampleReferenceValue { name, value } => {
-            let payload = serde_json::json!({ name: [value] }).to_string();
-            client.post(format!("{base}/reference-value")).json(
-                &serde_json::json!({"version": "0.1.0", "type": "sample", "payload": payload}),
-            )
-        }
+        Verb::SetSampleReferenceValue {
+            name,
+            value,
+            as_integer,
+            as_bool,
+            as_single_value,
+        } => client
+            .post(format!("{base}/reference-value"))
+            .json(&sample_reference_value(
+                name,
+                value,
+                *as_integer,
+                *as_bool,
+                *as_single_value,
+            )?),
+        Verb::GetReferenceValue { id } => client.get(format!("{base}/reference-value/{id}")),
         Verb::SetReferenceValues { file } => {
             let v: serde_json::Value = serde_json::from_slice(&read(file)?)
                 .with_context(|| format!("{} is not JSON", file.display()))?;
@@ -156,4 +215,38 @@ pub async fn run(url: &str, cert_file: Option<&Path>, args: &ConfigArgs) -> anyh
         println!("{body}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message Trustee's kbs-client sent for `set-sample-reference-value svn 1`
+    /// (kbs/testdata/peers/trustee-client/admin-requests.json) is the one we send.
+    #[test]
+    fn sample_reference_value_is_trustees_message() {
+        let cap: serde_json::Value = serde_json::from_str(include_str!(
+            "../../kbs/testdata/peers/trustee-client/admin-requests.json"
+        ))
+        .unwrap();
+        let theirs = &cap["set_sample_reference_value_request"];
+        let ours = sample_reference_value("svn", "1", false, false, false).unwrap();
+        assert_eq!(&ours, theirs);
+    }
+
+    #[test]
+    fn typed_and_single_values() {
+        let decode = |m: serde_json::Value| -> serde_json::Value {
+            let p = base64::engine::general_purpose::STANDARD
+                .decode(m["payload"].as_str().unwrap())
+                .unwrap();
+            serde_json::from_slice(&p).unwrap()
+        };
+        let m = sample_reference_value("svn", "7", true, false, false).unwrap();
+        assert_eq!(decode(m), serde_json::json!({"svn": [7]}));
+        let m = sample_reference_value("debug", "false", false, true, true).unwrap();
+        assert_eq!(decode(m), serde_json::json!({"debug": false}));
+        assert!(sample_reference_value("svn", "x", true, false, false).is_err());
+        assert!(sample_reference_value("d", "yes", false, true, false).is_err());
+    }
 }

@@ -44,6 +44,8 @@ pub enum AgentError {
     #[error(transparent)]
     Stream(#[from] IoError),
     #[error(transparent)]
+    Canonical(#[from] crate::canonical::CanonicalError),
+    #[error(transparent)]
     Network(#[from] NetworkError),
     #[error("{0}")]
     Internal(String),
@@ -55,13 +57,12 @@ impl AgentError {
         match self {
             AgentError::Policy(PolicyError::Invalid(_)) => Code::INVALID_ARGUMENT,
             AgentError::Policy(_) => Code::PERMISSION_DENIED,
-            AgentError::InvalidArgument(_) | AgentError::Image(ImageError::BadStorage(_)) => {
-                Code::INVALID_ARGUMENT
-            }
+            AgentError::InvalidArgument(_)
+            | AgentError::Canonical(_)
+            | AgentError::Image(ImageError::BadStorage(_)) => Code::INVALID_ARGUMENT,
             AgentError::NotFound(_) => Code::NOT_FOUND,
             AgentError::AlreadyExists(_) => Code::ALREADY_EXISTS,
             AgentError::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
-            AgentError::Stream(IoError::Eof) => Code::OUT_OF_RANGE,
             _ => Code::INTERNAL,
         }
     }
@@ -74,9 +75,7 @@ impl From<std::io::Error> for AgentError {
 }
 
 fn to_ttrpc(e: AgentError) -> ttrpc::Error {
-    if !matches!(e, AgentError::Stream(IoError::Eof)) {
-        tracing::info!(error = %e, "request failed");
-    }
+    tracing::info!(error = %e, "request failed");
     ttrpc::Error::RpcStatus(ttrpc::get_status(e.code(), e.to_string()))
 }
 
@@ -188,7 +187,9 @@ macro_rules! agent_service {
         #[async_trait::async_trait]
         impl agent_ttrpc::AgentService for Agent {
             $(
-                async fn $m(&self, _ctx: &TtrpcContext, req: $req) -> ttrpc::Result<$resp> {
+                async fn $m(&self, _ctx: &TtrpcContext, mut req: $req) -> ttrpc::Result<$resp> {
+                    // The policy judges the spelling runc will be given.
+                    crate::canonical::request(&mut req).map_err(|e| to_ttrpc(e.into()))?;
                     self.policy
                         .check_request(&req)
                         .map_err(|e| to_ttrpc(e.into()))?;
@@ -246,6 +247,10 @@ agent_service! {
         (add_swap, agent::AddSwapRequest, Empty, "AddSwap"),
         (get_volume_stats, agent::VolumeStatsRequest, csi::VolumeStatsResponse, "GetVolumeStats"),
         (resize_volume, agent::ResizeVolumeRequest, Empty, "ResizeVolume"),
+        (add_swap_path, agent::AddSwapPathRequest, Empty, "AddSwapPath"),
+        (get_diagnostic_data, agent::GetDiagnosticDataRequest, agent::GetDiagnosticDataResponse, "GetDiagnosticData"),
+        (mem_agent_memcg_set, agent::MemAgentMemcgConfig, Empty, "MemAgentMemcgSet"),
+        (mem_agent_compact_set, agent::MemAgentCompactConfig, Empty, "MemAgentCompactSet"),
     ]
 }
 

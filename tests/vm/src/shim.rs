@@ -297,7 +297,7 @@ impl Shim {
                     }
                     out.extend_from_slice(&d.data);
                 }
-                // EOF is reported as an error (or an empty read), as Kata's agent does.
+                // EOF is an empty read, as Kata's agent answers it; an error ends the read too.
                 _ => return (out, first),
             }
         }
