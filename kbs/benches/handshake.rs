@@ -12,8 +12,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use attester::sample::SampleAttester;
 use attester::kbs_client::{ClientOptions, KbsClient};
+use attester::sample::SampleAttester;
 use common::{KbsProcess, ALLOW_SAMPLE};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
