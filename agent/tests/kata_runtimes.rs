@@ -188,3 +188,81 @@ async fn runtime_rs_spellings_run_with_exactly_the_requested_capabilities() {
 fn status_of(e: ttrpc::Error) -> (ttrpc::Code, String) {
     status(&e)
 }
+
+/// Linux capability numbers (`include/uapi/linux/capability.h`) of the capabilities
+/// in kata-agent-ctl's OCI template.
+const TEMPLATE_CAPS: [(&str, u32); 14] = [
+    ("CHOWN", 0),
+    ("DAC_OVERRIDE", 1),
+    ("FOWNER", 3),
+    ("FSETID", 4),
+    ("KILL", 5),
+    ("SETGID", 6),
+    ("SETUID", 7),
+    ("SETPCAP", 8),
+    ("NET_BIND_SERVICE", 10),
+    ("NET_RAW", 13),
+    ("SYS_CHROOT", 18),
+    ("MKNOD", 27),
+    ("AUDIT_WRITE", 29),
+    ("SETFCAP", 31),
+];
+
+// The CreateContainerRequest kata-agent-ctl itself sent (captured on the wire; see
+// fixtures/README.md): its spec, produced by Kata's Rust conversion, runs as asked once
+// given the guest-pull storage our agent requires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kata_agent_ctl_spec_runs_with_exactly_its_capabilities() {
+    if let Err(why) = prerequisites() {
+        return unavailable(&why);
+    }
+    let captured = agent::CreateContainerRequest::parse_from_bytes(include_bytes!(
+        "fixtures/kata-agent-ctl-create-container.pb"
+    ))
+    .unwrap();
+    let mut spec = captured.OCI.as_ref().unwrap().clone();
+    // What the peer sent, before our agent canonicalises it.
+    let sent = &spec.Process.Capabilities.Bounding;
+    assert!(sent.iter().all(|c| !c.starts_with("CAP_")), "{sent:?}");
+    let ns: Vec<&str> = spec
+        .Linux
+        .Namespaces
+        .iter()
+        .map(|n| n.Type.as_str())
+        .collect();
+    assert!(ns.contains(&"net") && ns.contains(&"mnt"), "{ns:?}");
+    let want = TEMPLATE_CAPS
+        .iter()
+        .filter(|(name, _)| sent.iter().any(|s| s == name))
+        .fold(0u64, |m, (_, bit)| m | 1 << bit);
+    assert_eq!(want.count_ones() as usize, sent.len(), "{sent:?}");
+
+    let work = tempfile::tempdir().unwrap();
+    let reg = Registry::start().await;
+    let image = push_busybox(&reg, work.path()).await;
+    let ta = TestAgent::start_with(ALLOW_ALL_POLICY, std::slice::from_ref(&reg.addr)).await;
+    let (c, _) = ta.clients().await;
+    let mut sb = agent::CreateSandboxRequest::new();
+    sb.sandbox_id = "sb".into();
+    c.create_sandbox(ctx(), &sb).await.unwrap();
+    c.create_container(ctx(), &create_request("pause", "sandbox", "", &["/pause"]))
+        .await
+        .unwrap();
+    let mut st = agent::StartContainerRequest::new();
+    st.container_id = "pause".into();
+    c.start_container(ctx(), &st).await.unwrap();
+
+    spec.Process.as_mut().unwrap().Args = vec!["/bin/cat".into(), "/proc/self/status".into()];
+    spec.Process.as_mut().unwrap().Terminal = false;
+    let cid = "agentctl";
+    spec.Linux.as_mut().unwrap().CgroupsPath =
+        format!("/coco-agent-test/{cid}-{}", std::process::id());
+    let req = coco_agent::requests::guest_pull_create(cid, "container", &image, spec);
+    c.create_container(ctx(), &req).await.unwrap();
+    st.container_id = cid.into();
+    c.start_container(ctx(), &st).await.unwrap();
+    let status = String::from_utf8(read_all(&c, cid, cid, false).await).unwrap();
+    for field in ["CapBnd:", "CapEff:", "CapPrm:"] {
+        assert_eq!(cap_mask(&status, field), want, "{field}\n{status}");
+    }
+}
