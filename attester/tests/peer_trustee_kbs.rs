@@ -57,14 +57,15 @@ async fn start(bin: &std::ffi::OsStr) -> TrusteeKbs {
         .env("RUST_LOG", "warn")
         .spawn()
         .expect("start Trustee's kbs");
-    let url = format!("http://127.0.0.1:{port}");
+    // Owned at once, so that every path below kills and reaps it.
+    let kbs = TrusteeKbs {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    };
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return TrusteeKbs {
-                child,
-                url,
-                _dir: dir,
-            };
+            return kbs;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
