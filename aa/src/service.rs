@@ -33,6 +33,8 @@ pub enum ServiceError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("not implemented: {0}")]
+    Unimplemented(&'static str),
 }
 
 impl ServiceError {
@@ -44,6 +46,7 @@ impl ServiceError {
             Self::NotFound(_) => Code::NOT_FOUND,
             Self::Unavailable(_) => Code::UNAVAILABLE,
             Self::Internal(_) => Code::INTERNAL,
+            Self::Unimplemented(_) => Code::UNIMPLEMENTED,
         }
     }
 }
@@ -63,7 +66,11 @@ impl From<KbsClientError> for ServiceError {
 
 fn status(method: &str, e: ServiceError) -> ttrpc::Error {
     tracing::warn!(method, error = %e, "request failed");
-    ttrpc::Error::RpcStatus(ttrpc::get_status(e.code(), e.to_string()))
+    let msg = match &e {
+        ServiceError::Unimplemented(why) => format!("{method} is not implemented: {why}"),
+        other => other.to_string(),
+    };
+    ttrpc::Error::RpcStatus(ttrpc::get_status(e.code(), msg))
 }
 
 /// The agent's state: one attester, and the KBS client if a KBS is configured.
@@ -183,6 +190,70 @@ impl aa_ttrpc::AttestationAgentService for AttestationAgent {
         })
     }
 
+    // Facts from guest-components' attestation agent (attestation-agent/src/lib.rs and
+    // src/bin/ttrpc_dep/server.rs @8246e5e): without additional attesters the additional
+    // evidence is empty; without an event log a runtime measurement is NOT_ENABLED; the
+    // TEE type is the kbs-types serde name without quotes.
+    async fn get_additional_evidence(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: aa::GetAdditionalEvidenceRequest,
+    ) -> ttrpc::Result<aa::GetEvidenceResponse> {
+        Ok(aa::GetEvidenceResponse::default())
+    }
+
+    async fn extend_runtime_measurement(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: aa::ExtendRuntimeMeasurementRequest,
+    ) -> ttrpc::Result<aa::ExtendRuntimeMeasurementResponse> {
+        Ok(aa::ExtendRuntimeMeasurementResponse {
+            Result: aa::RuntimeMeasurementResult::NOT_ENABLED.into(),
+            ..Default::default()
+        })
+    }
+
+    async fn bind_init_data(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: aa::BindInitDataRequest,
+    ) -> ttrpc::Result<aa::BindInitDataResponse> {
+        // The initdata is bound once, at start (`--init-data`), and checked against the
+        // TEE there; a later caller must not re-bind it.
+        Err(status(
+            "BindInitData",
+            ServiceError::Unimplemented("initdata is bound when the agent starts"),
+        ))
+    }
+
+    async fn get_tee_type(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: aa::GetTeeTypeRequest,
+    ) -> ttrpc::Result<aa::GetTeeTypeResponse> {
+        let tee = serde_json::to_value(self.attester.tee())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .ok_or_else(|| {
+                status(
+                    "GetTeeType",
+                    ServiceError::Internal("TEE has no name".into()),
+                )
+            })?;
+        Ok(aa::GetTeeTypeResponse {
+            tee,
+            ..Default::default()
+        })
+    }
+
+    async fn get_additional_tees(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: aa::GetAdditionalTeesRequest,
+    ) -> ttrpc::Result<aa::GetAdditionalTeesResponse> {
+        Ok(aa::GetAdditionalTeesResponse::default())
+    }
+
     async fn get_resource(
         &self,
         _ctx: &TtrpcContext,
@@ -201,6 +272,18 @@ impl aa_ttrpc::AttestationAgentService for AttestationAgent {
 
 #[async_trait::async_trait]
 impl kp_ttrpc::KeyProviderService for AttestationAgent {
+    async fn wrap_key(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: kp::KeyProviderKeyWrapProtocolInput,
+    ) -> ttrpc::Result<kp::KeyProviderKeyWrapProtocolOutput> {
+        // Images are encrypted by their owners, never inside the guest.
+        Err(status(
+            "WrapKey",
+            ServiceError::Unimplemented("the guest only unwraps keys"),
+        ))
+    }
+
     async fn un_wrap_key(
         &self,
         _ctx: &TtrpcContext,

@@ -117,6 +117,46 @@ async fn agent_serves_evidence_token_resources_and_unwraps_keys() {
         .verify(&ev, &expected(b"other"))
         .is_err());
 
+    // The rest of guest-components' API, answered as its agent answers without
+    // additional attesters or an event log.
+    let tee = aa
+        .get_tee_type(ctx(), &aa::GetTeeTypeRequest::new())
+        .await
+        .unwrap();
+    assert_eq!(tee.tee, "sample");
+    let more = aa
+        .get_additional_tees(ctx(), &aa::GetAdditionalTeesRequest::new())
+        .await
+        .unwrap();
+    assert!(more.additional_tees.is_empty());
+    let extra = aa
+        .get_additional_evidence(ctx(), &aa::GetAdditionalEvidenceRequest::new())
+        .await
+        .unwrap();
+    assert!(extra.Evidence.is_empty());
+    let m = aa
+        .extend_runtime_measurement(ctx(), &aa::ExtendRuntimeMeasurementRequest::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        m.Result.enum_value().unwrap(),
+        aa::RuntimeMeasurementResult::NOT_ENABLED
+    );
+    let (c, msg) = code(
+        aa.bind_init_data(ctx(), &aa::BindInitDataRequest::new())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(c, ttrpc::Code::UNIMPLEMENTED);
+    assert!(msg.starts_with("BindInitData is not implemented"), "{msg}");
+    let (c, msg) = code(
+        kp.wrap_key(ctx(), &kp::KeyProviderKeyWrapProtocolInput::new())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(c, ttrpc::Code::UNIMPLEMENTED);
+    assert!(msg.starts_with("WrapKey is not implemented"), "{msg}");
+
     // Stored resources: the sample TEE is denied by the default policy.
     admin_post(
         &kbs,
