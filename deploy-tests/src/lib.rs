@@ -3,10 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-/// The workspace root (this crate lives one level below it).
+/// The workspace root (this crate lives one level below it). Cargo gives the test
+/// process the manifest directory at run time; that wins over the one compiled in,
+/// because a shared target dir may hold a binary built from another checkout.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    dir.parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(".."))
 }
