@@ -12,7 +12,10 @@ use std::path::PathBuf;
 const BASE: &str = "package policy\n\ndefault status := \"contraindicated\"\n";
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // Run-time manifest dir first: the binary may come from another checkout.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 fn status(policy: &str, input: &Value, reference: &Value) -> String {

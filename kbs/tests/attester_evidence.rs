@@ -14,7 +14,10 @@ use sev::firmware::host::{CertTableEntry, CertType};
 use std::path::PathBuf;
 
 fn testdata(p: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // Run-time manifest dir first: the binary may come from another checkout.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .join("testdata")
         .join(p)
 }

@@ -142,7 +142,13 @@ mod tests {
     use super::*;
 
     fn td(p: &str) -> PathBuf {
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata")).join(p)
+        // Run-time manifest dir first: a shared target dir may hold this test binary
+        // built from another checkout of the same commit.
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+            .join("testdata")
+            .join(p)
     }
 
     fn args(tee: TeeArg, evidence: &str) -> VerifyEvidenceArgs {

@@ -19,7 +19,11 @@ fn pinned() -> OffsetDateTime {
 }
 
 fn testdata_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/tdx"))
+    // Run-time manifest dir first (see verifier::cli tests).
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("testdata/tdx")
 }
 
 fn verifier() -> TdxVerifier {
