@@ -7,7 +7,7 @@
 mod common;
 
 use coco_agent::policy::ALLOW_ALL_POLICY;
-use coco_agent::protocols::agent;
+use coco_agent::protocols::{agent, agent_ttrpc};
 use common::*;
 use protobuf::Message;
 
@@ -113,19 +113,42 @@ fn trans_rs_spellings(spec: &mut coco_agent::protocols::oci::Spec, caps: &[&str]
     }
 }
 
+/// A registry with the busybox image, and an allow-all agent with its sandbox created.
+struct Pod {
+    client: agent_ttrpc::AgentServiceClient,
+    image: String,
+    _agent: TestAgent,
+    _registry: Registry,
+    _work: tempfile::TempDir,
+}
+
+impl Pod {
+    async fn start() -> Pod {
+        let work = tempfile::tempdir().unwrap();
+        let reg = Registry::start().await;
+        let image = push_busybox(&reg, work.path()).await;
+        let ta = TestAgent::start_with(ALLOW_ALL_POLICY, std::slice::from_ref(&reg.addr)).await;
+        let (client, _) = ta.clients().await;
+        let mut sb = agent::CreateSandboxRequest::new();
+        sb.sandbox_id = "sb".into();
+        client.create_sandbox(ctx(), &sb).await.unwrap();
+        Pod {
+            client,
+            image,
+            _agent: ta,
+            _registry: reg,
+            _work: work,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_rs_spellings_run_with_exactly_the_requested_capabilities() {
     if let Err(why) = prerequisites() {
         return unavailable(&why);
     }
-    let work = tempfile::tempdir().unwrap();
-    let reg = Registry::start().await;
-    let image = push_busybox(&reg, work.path()).await;
-    let ta = TestAgent::start_with(ALLOW_ALL_POLICY, std::slice::from_ref(&reg.addr)).await;
-    let (c, _) = ta.clients().await;
-    let mut sb = agent::CreateSandboxRequest::new();
-    sb.sandbox_id = "sb".into();
-    c.create_sandbox(ctx(), &sb).await.unwrap();
+    let pod = Pod::start().await;
+    let (c, image) = (&pod.client, pod.image.clone());
     let mut pause = create_request("pause", "sandbox", "", &["/pause"]);
     trans_rs_spellings(pause.OCI.as_mut().unwrap(), &["KILL"]);
     c.create_container(ctx(), &pause).await.unwrap();
@@ -237,14 +260,8 @@ async fn kata_agent_ctl_spec_runs_with_exactly_its_capabilities() {
         .fold(0u64, |m, (_, bit)| m | 1 << bit);
     assert_eq!(want.count_ones() as usize, sent.len(), "{sent:?}");
 
-    let work = tempfile::tempdir().unwrap();
-    let reg = Registry::start().await;
-    let image = push_busybox(&reg, work.path()).await;
-    let ta = TestAgent::start_with(ALLOW_ALL_POLICY, std::slice::from_ref(&reg.addr)).await;
-    let (c, _) = ta.clients().await;
-    let mut sb = agent::CreateSandboxRequest::new();
-    sb.sandbox_id = "sb".into();
-    c.create_sandbox(ctx(), &sb).await.unwrap();
+    let pod = Pod::start().await;
+    let (c, image) = (&pod.client, pod.image.clone());
     c.create_container(ctx(), &create_request("pause", "sandbox", "", &["/pause"]))
         .await
         .unwrap();
