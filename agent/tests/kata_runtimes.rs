@@ -172,7 +172,7 @@ async fn runtime_rs_spellings_run_with_exactly_the_requested_capabilities() {
     c.create_container(ctx(), &app).await.unwrap();
     st.container_id = "app".into();
     c.start_container(ctx(), &st).await.unwrap();
-    let status = String::from_utf8(read_all(&c, "app", "app", false).await).unwrap();
+    let status = String::from_utf8(read_all(c, "app", "app", false).await).unwrap();
     let want = CAP_CHOWN | CAP_NET_RAW | CAP_KILL;
     for field in ["CapBnd:", "CapEff:", "CapPrm:"] {
         assert_eq!(cap_mask(&status, field), want, "{field}\n{status}");
@@ -186,7 +186,7 @@ async fn runtime_rs_spellings_run_with_exactly_the_requested_capabilities() {
     caps.Permitted = vec!["KILL".into()];
     ex.process.as_mut().unwrap().Capabilities = Some(caps).into();
     c.exec_process(ctx(), &ex).await.unwrap();
-    let status = String::from_utf8(read_all(&c, "pause", "e1", false).await).unwrap();
+    let status = String::from_utf8(read_all(c, "pause", "e1", false).await).unwrap();
     assert_eq!(cap_mask(&status, "CapEff:"), CAP_KILL, "{status}");
     assert_eq!(cap_mask(&status, "CapBnd:"), CAP_KILL, "{status}");
 
@@ -278,7 +278,7 @@ async fn kata_agent_ctl_spec_runs_with_exactly_its_capabilities() {
     c.create_container(ctx(), &req).await.unwrap();
     st.container_id = cid.into();
     c.start_container(ctx(), &st).await.unwrap();
-    let status = String::from_utf8(read_all(&c, cid, cid, false).await).unwrap();
+    let status = String::from_utf8(read_all(c, cid, cid, false).await).unwrap();
     for field in ["CapBnd:", "CapEff:", "CapPrm:"] {
         assert_eq!(cap_mask(&status, field), want, "{field}\n{status}");
     }
