@@ -9,6 +9,7 @@
 pub mod attest;
 pub mod guest;
 pub mod image;
+pub mod k8s;
 pub mod pod;
 pub mod qemu;
 pub mod services;

@@ -227,6 +227,53 @@ impl Shim {
         self.start(&id).await
     }
 
+    /// A Kubernetes pod's sandbox as the Kata shim creates it (see [`crate::k8s`]):
+    /// CreateSandbox with the shared-memory storage, GetGuestDetails, then the pause
+    /// container, started.
+    pub async fn create_kube_sandbox(&mut self, pod: &crate::k8s::KubePod) -> Result<(), RpcError> {
+        self.agent
+            .create_sandbox(ctx(), &crate::k8s::sandbox_request(pod))
+            .await
+            .map_err(rpc_err("CreateSandbox"))?;
+        self.sandbox_id = pod.sandbox_id.clone();
+        self.agent
+            .get_guest_details(ctx(), &agent::GuestDetailsRequest::new())
+            .await
+            .map_err(rpc_err("GetGuestDetails"))?;
+        self.agent
+            .create_container(ctx(), &crate::k8s::pause_request(pod))
+            .await
+            .map_err(rpc_err("CreateContainer(pause)"))?;
+        self.start(&pod.sandbox_id).await
+    }
+
+    /// The container's files (CopyFile), then `req` (CreateContainer); timed.
+    pub async fn create_kube_container(
+        &mut self,
+        pod: &crate::k8s::KubePod,
+        req: &agent::CreateContainerRequest,
+    ) -> Result<(), RpcError> {
+        for (path, data) in crate::k8s::container_files(pod, &req.container_id) {
+            self.copy_file(&path, &data).await?;
+        }
+        self.create_raw(req).await
+    }
+
+    /// One CreateContainer exactly as given; timed.
+    pub async fn create_raw(
+        &mut self,
+        req: &agent::CreateContainerRequest,
+    ) -> Result<(), RpcError> {
+        let t = Instant::now();
+        let r = self
+            .agent
+            .create_container(ctx(), req)
+            .await
+            .map_err(rpc_err("CreateContainer"));
+        self.timings.create_app = t.elapsed();
+        r.map(|_| ())
+    }
+
     async fn start(&self, cid: &str) -> Result<(), RpcError> {
         let mut s = agent::StartContainerRequest::new();
         s.container_id = cid.into();
