@@ -6,6 +6,7 @@
 //!
 //! Host tools: `scripts/setup-vm-tools.sh` installs them.
 
+pub mod attacks;
 pub mod attest;
 pub mod guest;
 pub mod image;

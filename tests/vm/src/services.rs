@@ -105,6 +105,9 @@ pub struct AppImage {
 /// What the app prints: a greeting, then what it sees of its environment.
 pub const APP_SCRIPT: &str = "#!/bin/sh\necho \"hello from a confidential pod\"\necho \"image env: $APP_MESSAGE\"\necho \"kernel: $(uname -r)\"\n";
 
+/// The app image's `/etc/os-release`.
+pub const APP_OS_RELEASE: &str = "NAME=\"coco test app\"\nID=coco-test\n";
+
 impl AppImage {
     /// Builds the image with umoci: one busybox layer, env, entrypoint.
     pub fn build(work: &Path) -> Result<Self, VmError> {
@@ -127,6 +130,8 @@ impl AppImage {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).map_err(io)?;
         }
         std::fs::write(rootfs.join("app.sh"), APP_SCRIPT).map_err(io)?;
+        // deploy/confidential-pod.yaml prints it.
+        std::fs::write(rootfs.join("etc/os-release"), APP_OS_RELEASE).map_err(io)?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(
             rootfs.join("app.sh"),

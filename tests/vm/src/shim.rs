@@ -312,6 +312,36 @@ impl Shim {
         })
     }
 
+    /// Starts `cid` and reads its stdout until `needle` appears (for long-running pods);
+    /// what was read so far either way, and whether it appeared.
+    pub async fn start_and_read_until(
+        &self,
+        cid: &str,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<(String, bool), RpcError> {
+        self.start(cid).await?;
+        let mut out = Vec::new();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let mut r = agent::ReadStreamRequest::new();
+            r.container_id = cid.into();
+            r.exec_id = cid.into();
+            r.len = 4096;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.agent.read_stdout(ctx(), &r)).await {
+                Ok(Ok(d)) if !d.data.is_empty() => {
+                    out.extend_from_slice(&d.data);
+                    if String::from_utf8_lossy(&out).contains(needle) {
+                        return Ok((String::from_utf8_lossy(&out).into_owned(), true));
+                    }
+                }
+                _ => break,
+            }
+        }
+        Ok((String::from_utf8_lossy(&out).into_owned(), false))
+    }
+
     /// An exec'd process's stdout, to EOF.
     pub async fn read_exec_stdout(&self, cid: &str, exec_id: &str) -> String {
         let (out, _) = self.read_stream(cid, exec_id, false, None).await;
