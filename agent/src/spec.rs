@@ -348,7 +348,9 @@ pub fn fix_namespaces(linux: &mut oci::Linux, pause_pid: Option<i32>, share_pidn
                     _ => String::new(),
                 };
             }
-            _ => {}
+            // The host may not point a container into another one's mount, user, cgroup
+            // or time namespace: runc creates them fresh.
+            _ => ns.Path.clear(),
         }
         out.push(ns);
     }
@@ -449,7 +451,8 @@ mod tests {
                 ("ipc".into(), "/proc/77/ns/ipc".into()),
                 ("uts".into(), "/proc/77/ns/uts".into()),
                 ("pid".into(), String::new()),
-                ("mount".into(), "/var/run/netns/host-side".into()),
+                // Never a host-named mount namespace.
+                ("mount".into(), String::new()),
             ]
         );
     }

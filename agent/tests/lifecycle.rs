@@ -218,9 +218,17 @@ async fn confidential_policy_denies_exec_stdio_and_set_policy() {
     c.create_sandbox(ctx(), &agent::CreateSandboxRequest::new())
         .await
         .unwrap();
-    c.create_container(ctx(), &create_request("pause", "sandbox", "", &["/pause"]))
-        .await
-        .unwrap();
+    // The host's bind of the guest's /etc is refused outright (not just filtered).
+    let mut pause = create_request("pause", "sandbox", "", &["/pause"]);
+    let e = c.create_container(ctx(), &pause).await.unwrap_err();
+    assert_eq!(status_code(&e).0, ttrpc::Code::PERMISSION_DENIED);
+    pause
+        .OCI
+        .as_mut()
+        .unwrap()
+        .Mounts
+        .retain(|m| m.source != "/etc");
+    c.create_container(ctx(), &pause).await.unwrap();
     c.start_container(ctx(), &start("pause")).await.unwrap();
 
     let e = c

@@ -23,6 +23,17 @@ impl Agent {
                 .components()
                 .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
             && (p.starts_with(&self.config.state_dir) || p.starts_with(&self.config.shared_dir));
+        // Never an existing directory (the host would chmod it, and it is deleted with
+        // the container) and never inside what the agent keeps for containers and images.
+        let reserved = [
+            self.config.state_dir.join("containers"),
+            self.config.state_dir.join("image-store"),
+        ];
+        if ok && (p.exists() || reserved.iter().any(|r| p.starts_with(r))) {
+            return Err(AgentError::InvalidArgument(format!(
+                "storage mount point {mp:?} exists or belongs to a container or the image store"
+            )));
+        }
         if ok {
             Ok(p.to_path_buf())
         } else {
