@@ -125,7 +125,13 @@ fn host_attacks_without_an_image_are_refused() {
     });
     assert!(denied(&p, &r), "CAP_SYS_ADMIN admitted");
     let r = with(&|s| {
-        s.Process.as_mut().unwrap().Capabilities.as_mut().unwrap().Ambient = vec!["CAP_SYS_PTRACE".into()]
+        s.Process
+            .as_mut()
+            .unwrap()
+            .Capabilities
+            .as_mut()
+            .unwrap()
+            .Ambient = vec!["CAP_SYS_PTRACE".into()]
     });
     assert!(denied(&p, &r), "ambient CAP_SYS_PTRACE admitted");
     let r = with(&|s| {
