@@ -157,8 +157,7 @@ mod tests {
 
     #[test]
     fn sample_attester_is_built_only_when_asked_for() {
-        let d =
-            Initdata::from_toml("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n").unwrap();
+        let d = Initdata::parse("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n").unwrap();
         let a = bound_attester("sample", &NoTee, Some(&d)).unwrap();
         assert_eq!(format!("{:?}", a.tee()).to_lowercase(), "sample");
         // The evidence carries the bound digest, as the KBS's sample verifier checks.
@@ -169,8 +168,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_launch_digest_other_than_the_initdata_is_refused() {
-        let d =
-            Initdata::from_toml("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n").unwrap();
+        let d = Initdata::parse("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n").unwrap();
         let good = hex::encode(d.digest());
         bound_attester_with("sample", Some(&good), &NoTee, Some(&d)).unwrap();
         let other = "ab".repeat(32);

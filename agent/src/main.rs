@@ -240,9 +240,11 @@ async fn run(cli: Cli, init_mode: bool, no_pivot: bool) -> anyhow::Result<()> {
     let mut kbs_ca = read_ca(&cli.kbs.kbs_cert)?;
     let mut pod_initdata = None;
     if let Some(dev) = &initdata {
-        let bytes = read_prefix(dev, (coco_agent::initdata::MAX_SIZE + 16) as usize)
-            .with_context(|| format!("reading initdata {}", dev.display()))?;
-        let data = Initdata::from_disk(&bytes).context("parsing initdata")?;
+        // from_disk reads the header's length and no more, bounded by MAX_LEN.
+        let disk = std::fs::File::open(dev)
+            .with_context(|| format!("opening initdata {}", dev.display()))?;
+        let data = Initdata::from_disk(std::io::BufReader::new(disk))
+            .with_context(|| format!("parsing initdata {}", dev.display()))?;
         if let Some(p) = data.policy() {
             tracing::info!("policy from initdata");
             config.policy = PolicySource::Text(p.to_string());

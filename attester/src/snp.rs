@@ -82,9 +82,7 @@ impl<F: SnpFirmware> Attester for SnpAttester<F> {
 
     fn bind_init_data(&self, digest: &[u8]) -> Result<(), AttesterError> {
         let (report, _) = self.report([0u8; 64])?;
-        let mut want = [0u8; 32];
-        let n = digest.len().min(32);
-        want[..n].copy_from_slice(&digest[..n]);
+        let want = coco_jose::binding::init_data_register::<32>(digest);
         if report.host_data != want {
             return Err(AttesterError::InitDataMismatch {
                 expected: hex::encode(want),

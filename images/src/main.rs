@@ -87,9 +87,6 @@ fn kata_cmdline(config: &std::path::Path) -> Result<String> {
     coco_image::kata::cmdline(&text).with_context(|| format!("{}", config.display()))
 }
 
-/// The pod annotation Kata reads initdata from.
-const INITDATA_ANNOTATION: &str = "io.katacontainers.config.hypervisor.cc_init_data";
-
 #[derive(Debug, Args)]
 struct BuildArgs {
     /// Debian kernel (meta)package to download with apt-get (cached under
@@ -335,8 +332,12 @@ fn main() -> Result<()> {
             let text = std::fs::read_to_string(&toml)
                 .with_context(|| format!("reading {}", toml.display()))?;
             let doc = Initdata::parse(&text)?;
-            println!("{INITDATA_ANNOTATION}: {}", doc.to_annotation()?);
-            println!("digest ({}): {}", doc.algorithm, hex::encode(doc.digest()));
+            println!(
+                "{}: {}",
+                coco_image::initdata::ANNOTATION,
+                doc.to_annotation()?
+            );
+            println!("digest ({}): {}", doc.algorithm, doc.digest_hex());
             Ok(())
         }
     }

@@ -104,6 +104,18 @@ mod tests {
     }
 }
 
+/// The initdata digest as an `N`-byte TEE register holds it: zero-padded when
+/// shorter, truncated when longer (SNP HOST_DATA and the vTPM PCR-8 extend value
+/// are 32 bytes, TDX MRCONFIGID 48). The one rule the attesters and the KBS
+/// verifiers share; Trustee's verifiers pad or truncate the same way
+/// (`regularize_data`, deps/verifier/src/lib.rs, Trustee 78962cd).
+pub fn init_data_register<const N: usize>(digest: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    let n = digest.len().min(N);
+    out[..n].copy_from_slice(&digest[..n]);
+    out
+}
+
 /// The digest algorithms an initdata document may name (its `algorithm` field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

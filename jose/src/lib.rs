@@ -1,6 +1,7 @@
 //! The small subset of JOSE that the KBS and the attester share.
 //!
 //! - [`binding`]: the RCAR `report_data` hash that ties evidence to a session.
+//! - [`initdata`]: the pod's initdata document, its disk and annotation forms.
 //! - [`jwe`]: resources encrypted to the TEE's ephemeral key (ECDH-ES+A256KW on
 //!   P-256, or RSA-OAEP-256; content A256GCM), flattened JSON serialization.
 //! - [`jwt`]: compact JWS with exactly the algorithms we accept (ES256, EdDSA).
@@ -10,6 +11,7 @@
 //! a closed set of algorithms, so alg-confusion and "none" cannot happen.
 
 pub mod binding;
+pub mod initdata;
 pub mod jwe;
 pub mod jwt;
 pub mod keys;

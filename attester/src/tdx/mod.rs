@@ -208,9 +208,7 @@ impl<P: TdxPlatform> Attester for TdxAttester<P> {
     }
 
     fn bind_init_data(&self, digest: &[u8]) -> Result<(), AttesterError> {
-        let mut want = [0u8; 48];
-        let n = digest.len().min(48);
-        want[..n].copy_from_slice(&digest[..n]);
+        let want = coco_jose::binding::init_data_register::<48>(digest);
         let have = self.mr_config_id()?;
         if have != want {
             return Err(AttesterError::InitDataMismatch {

@@ -135,10 +135,7 @@ fn collect_err(reason: impl ToString) -> AttesterError {
 /// The 32 bytes extended into PCR 8 for an initdata digest: zero-padded or
 /// truncated to the SHA-256 bank's size (the KBS verifier uses the same rule).
 pub fn initdata_extend_value(digest: &[u8]) -> [u8; 32] {
-    let mut v = [0u8; 32];
-    let n = digest.len().min(32);
-    v[..n].copy_from_slice(&digest[..n]);
-    v
+    coco_jose::binding::init_data_register::<32>(digest)
 }
 
 /// SHA-256 PCR extend: `new = SHA-256(old ‖ value)`.

@@ -45,12 +45,11 @@ pub fn enroll_tpm(state: &Path) -> Result<String, VmError> {
 /// PCR 8 after the guest's attester binds `initdata_toml` (digest truncated to the
 /// SHA-256 bank, extended once from zero).
 pub fn pcr8_for(initdata_toml: &str) -> Result<String, VmError> {
-    let digest = coco_image::initdata::Initdata::parse(initdata_toml)
-        .map_err(|e| VmError::Config(format!("initdata: {e}")))?
-        .digest();
+    let doc = coco_image::initdata::Initdata::parse(initdata_toml)
+        .map_err(|e| VmError::Config(format!("initdata: {e}")))?;
     Ok(hex::encode(extend_sha256(
         &[0; 32],
-        &initdata_extend_value(&digest),
+        &initdata_extend_value(doc.digest()),
     )))
 }
 

@@ -214,11 +214,9 @@ async fn launch_digest_other_than_the_initdata_makes_the_attester_refuse() {
     // stand-in for SNP HOST_DATA / TDX MRCONFIGID is on the cmdline) but hands it
     // this initdata disk.
     let other = initdata_toml(Some(&f.kbs), &f.registry, None);
-    let other_digest = hex::encode(
-        coco_image::initdata::Initdata::parse(&other)
-            .unwrap()
-            .digest(),
-    );
+    let other_digest = coco_image::initdata::Initdata::parse(&other)
+        .unwrap()
+        .digest_hex();
     f.kbs
         .set_resource_policy(ALLOW_SAMPLE_POLICY)
         .await

@@ -430,10 +430,7 @@ impl SnpVerifier {
             }
         }
         if let Some(d) = init_data_digest {
-            let mut want = [0u8; 32];
-            let n = d.len().min(32);
-            want[..n].copy_from_slice(&d[..n]);
-            if want != report.host_data {
+            if coco_jose::binding::init_data_register::<32>(d) != report.host_data {
                 return Err(VerifierError::InitDataMismatch);
             }
         }

@@ -340,10 +340,7 @@ impl TdxVerifier {
             }
         }
         if let Some(d) = init_data_digest {
-            let mut want = [0u8; 48];
-            let n = d.len().min(48);
-            want[..n].copy_from_slice(&d[..n]);
-            if want != r.mr_config_id {
+            if coco_jose::binding::init_data_register::<48>(d) != r.mr_config_id {
                 return Err(VerifierError::InitDataMismatch);
             }
         }

@@ -195,8 +195,7 @@ fn default_true() -> bool {
 /// as SNP `HOST_DATA`; the attester extends PCR 8 with exactly these bytes).
 pub fn pcr_after_single_extend(digest: &[u8]) -> [u8; 32] {
     let mut input = [0u8; 64];
-    let n = digest.len().min(32);
-    input[32..32 + n].copy_from_slice(&digest[..n]);
+    input[32..].copy_from_slice(&coco_jose::binding::init_data_register::<32>(digest));
     Sha256::digest(input).into()
 }
 
