@@ -55,11 +55,14 @@ pub fn mount_basics() -> std::io::Result<()> {
             }
         }
     }
-    // runc needs the controllers delegated to child cgroups.
-    let _ = std::fs::write(
+    // runc needs the controllers delegated to child cgroups; without them containers
+    // still run, but without resource limits: say so.
+    if let Err(e) = std::fs::write(
         "/sys/fs/cgroup/cgroup.subtree_control",
         "+cpu +memory +pids +io",
-    );
+    ) {
+        tracing::warn!("delegating cgroup controllers: {e} (container limits will not apply)");
+    }
     Ok(())
 }
 

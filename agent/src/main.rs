@@ -223,7 +223,9 @@ async fn run(cli: Cli, init_mode: bool, no_pivot: bool) -> anyhow::Result<()> {
             }
         }
         if let Ok(seed) = read_prefix(std::path::Path::new("/dev/hwrng"), 64) {
-            let _ = init::seed_entropy(&seed);
+            if let Err(e) = init::seed_entropy(&seed) {
+                tracing::warn!("seeding the entropy pool from /dev/hwrng: {e}");
+            }
         }
         // Image layers and container rootfs: dm-crypt over the scratch disk, or tmpfs.
         let mode = storage::mode_from_cmdline(&cmdline);

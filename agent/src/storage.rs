@@ -94,12 +94,8 @@ struct Secret(Vec<u8>);
 
 impl Drop for Secret {
     fn drop(&mut self) {
-        for b in self.0.iter_mut() {
-            // Volatile-free but observable through the slice: good enough against
-            // leaving the key lying in freed heap memory of a long-lived process.
-            *b = 0;
-        }
-        std::hint::black_box(&self.0);
+        // Volatile writes: the wipe cannot be optimised away before the free.
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 
@@ -167,13 +163,7 @@ pub async fn setup(
                     .ok_or_else(|| StorageError::Size(sectors.clone()))?;
                 let mut key = Secret(vec![0u8; 64]);
                 ops.random(&mut key.0)?;
-                let table = Secret(
-                    format!(
-                        "0 {n} crypt aes-xts-plain64 {} 0 {dev} 0 1 allow_discards\n",
-                        hex::encode(&key.0)
-                    )
-                    .into_bytes(),
-                );
+                let table = crypt_table(n, &key.0, &dev);
                 // Without --table, dmsetup reads the table from stdin.
                 ops.run(
                     "dmsetup",
@@ -219,10 +209,43 @@ pub fn mode_from_cmdline(cmdline: &str) -> StorageMode {
     }
 }
 
+/// The dm-crypt table line for `dev`, written straight into a wiped buffer: the key's
+/// hex form never exists in a `String` that would stay in memory after use.
+fn crypt_table(sectors: u64, key: &[u8], dev: &str) -> Secret {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let head = format!("0 {sectors} crypt aes-xts-plain64 ");
+    let tail = format!(" 0 {dev} 0 1 allow_discards\n");
+    // Sized up front so the buffer never reallocates (which would leave a copy).
+    let mut out = Vec::with_capacity(head.len() + 2 * key.len() + tail.len());
+    out.extend_from_slice(head.as_bytes());
+    for b in key {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0xf)]);
+    }
+    out.extend_from_slice(tail.as_bytes());
+    Secret(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    #[test]
+    fn crypt_table_is_dmsetup_syntax_and_never_reallocates() {
+        let key: Vec<u8> = (0u8..64).collect();
+        let t = crypt_table(2048, &key, "/dev/vdc");
+        let want = format!(
+            "0 2048 crypt aes-xts-plain64 {} 0 /dev/vdc 0 1 allow_discards\n",
+            hex::encode(&key)
+        );
+        assert_eq!(t.0, want.as_bytes());
+        assert_eq!(
+            t.0.capacity(),
+            t.0.len(),
+            "a reallocation would leave a key copy"
+        );
+    }
 
     /// program, argv, stdin
     type Call = (String, Vec<String>, Option<Vec<u8>>);

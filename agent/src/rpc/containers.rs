@@ -342,7 +342,15 @@ impl Agent {
                 }
             }
         } else {
-            let signal = nix::sys::signal::Signal::try_from(sig).ok();
+            // 0 is the liveness probe Kata's agent also passes through; any other
+            // number must be a signal we can send (real-time ones are refused
+            // clearly rather than silently turned into a probe that "succeeds").
+            let signal = match sig {
+                0 => None,
+                n => Some(nix::sys::signal::Signal::try_from(n).map_err(|_| {
+                    AgentError::InvalidArgument(format!("signal {n} is not supported"))
+                })?),
+            };
             match nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), signal) {
                 Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
                 Err(e) => return Err(AgentError::Internal(format!("kill: {e}"))),
