@@ -98,22 +98,31 @@ impl Policy {
             }
             for (scope, reqs) in scopes {
                 let list = convert_list(reqs, base, &scope)?;
-                docker.insert(scope, list);
+                let key = normalize_scope(&scope)?;
+                if docker.insert(key.clone(), list).is_some() {
+                    return Err(Error::Policy(format!(
+                        "scope {scope:?} names {key:?} a second time"
+                    )));
+                }
             }
         }
         Ok(Self { default, docker })
     }
 
-    /// Requirements of the most specific scope matching `r`.
+    /// Requirements of the most specific scope matching `r`, searched in the
+    /// order of containers/image (`docker/policyconfiguration/naming.go`,
+    /// `DockerReferenceNamespaces`, commit df7e80d): `name:tag` or
+    /// `name@digest`, the repository, each parent namespace, the host, the
+    /// `*.domain` wildcards from the most specific (port stripped), `""`, and
+    /// finally `default`.
     pub fn requirements_for(&self, r: &Reference) -> &[Requirement] {
-        let repo = format!("{}/{}", r.resolve_registry(), r.repository());
+        let repo = docker_name(r);
         let mut candidates = Vec::new();
         if let Some(d) = r.digest() {
             candidates.push(format!("{repo}@{d}"));
         } else if let Some(t) = r.tag() {
             candidates.push(format!("{repo}:{t}"));
         }
-        // Repository, then each parent namespace, then the host.
         let mut cur = repo.as_str();
         loop {
             candidates.push(cur.to_owned());
@@ -122,30 +131,19 @@ impl Policy {
                 None => break,
             }
         }
-        for c in &candidates {
-            if let Some(reqs) = self.docker.get(c) {
-                return reqs;
-            }
+        let mut host = r.registry();
+        if let Some(i) = host.find(':') {
+            host = &host[..i];
         }
-        // Wildcard host scopes: "*.example.com" matches "a.b.example.com".
-        let host = r.resolve_registry();
-        let mut best: Option<(&String, &Vec<Requirement>)> = None;
-        for (scope, reqs) in &self.docker {
-            if let Some(suffix) = scope.strip_prefix("*.") {
-                if host.ends_with(&format!(".{suffix}"))
-                    && best.is_none_or(|(b, _)| scope.len() > b.len())
-                {
-                    best = Some((scope, reqs));
-                }
-            }
+        while let Some(i) = host.find('.') {
+            host = &host[i + 1..];
+            candidates.push(format!("*.{host}"));
         }
-        if let Some((_, reqs)) = best {
-            return reqs;
-        }
-        if let Some(reqs) = self.docker.get("") {
-            return reqs;
-        }
-        &self.default
+        candidates.push(String::new());
+        candidates
+            .iter()
+            .find_map(|c| self.docker.get(c))
+            .map_or(&self.default, |reqs| reqs)
     }
 
     /// Enforces the policy for a resolved image. Fails closed: any error
@@ -168,6 +166,63 @@ impl Policy {
         }
         Ok(())
     }
+}
+
+/// The name a reference is looked up under: Docker's normalised repository
+/// name (`docker.io/library/busybox` for `busybox`, `docker.io/busybox` and
+/// `index.docker.io/library/busybox`). It is never the registry endpoint
+/// (`Reference::resolve_registry` answers `index.docker.io` for Docker Hub),
+/// which no `docker.io` scope or signed identity would name. oci-spec's
+/// reference parser applies the same rules as containers/image
+/// `docker/reference/normalize.go` `splitDockerDomain` (commit df7e80d):
+/// legacy host `index.docker.io` becomes `docker.io`, a name without a host is
+/// on `docker.io`, and `library/` is added to one-component Docker Hub names.
+pub(crate) fn docker_name(r: &Reference) -> String {
+    format!("{}/{}", r.registry(), r.repository())
+}
+
+/// A policy scope in the form [`docker_name`] produces.
+///
+/// containers/image compares scopes literally (its `ValidatePolicyConfigurationScope`
+/// for `docker` accepts any string, `docker/docker_transport.go`, commit
+/// df7e80d), so a scope that is not in normalised form silently never
+/// matches and its images fall to a weaker scope. Here the legacy Docker Hub
+/// host is rewritten (`index.docker.io/x` is `docker.io/x`), and a scope
+/// without a registry host (`busybox`, `library/busybox`) is refused: it could
+/// mean an image or a namespace, and would never match as written.
+/// `docker.io/<one component>` stays a namespace, as in containers/image.
+fn normalize_scope(scope: &str) -> Result<String> {
+    if scope.is_empty() || scope.starts_with("*.") {
+        return Ok(scope.to_owned());
+    }
+    let (host, rest) = match scope.split_once('/') {
+        Some((h, r)) => (h, Some(r)),
+        None => (scope, None),
+    };
+    // Docker's test for a registry host (`splitDockerDomain`): a dot, a colon or
+    // `localhost`; here the colon must start a port (`busybox:1` is a tag).
+    let (name, port) = match host.split_once(':') {
+        Some((n, p)) => (n, Some(p)),
+        None => (host, None),
+    };
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let is_host = port_ok && (port.is_some() || name.contains('.') || name == "localhost");
+    if !is_host {
+        let library = if scope.contains('/') { "" } else { "library/" };
+        return Err(Error::Policy(format!(
+            "scope {scope:?} names no registry host; write it in full, e.g. \
+             \"docker.io/{library}{scope}\" for Docker Hub"
+        )));
+    }
+    let host = if host == "index.docker.io" {
+        "docker.io"
+    } else {
+        host
+    };
+    Ok(match rest {
+        Some(r) => format!("{host}/{r}"),
+        None => host.to_owned(),
+    })
 }
 
 fn convert_list(raw: Vec<RawReq>, base: Option<&Path>, scope: &str) -> Result<Vec<Requirement>> {
@@ -294,6 +349,116 @@ mod tests {
             names(p.requirements_for(&r("other.example/x:1"))),
             ["reject"]
         );
+    }
+
+    fn policy(scopes: &str) -> Policy {
+        Policy::parse(
+            format!(
+                r#"{{"default":[{{"type":"reject"}}],"transports":{{"docker":{{{scopes}}}}}}}"#
+            )
+            .as_bytes(),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn lookup(p: &Policy, reference: &str) -> Vec<&'static str> {
+        names(p.requirements_for(&Reference::from_str(reference).unwrap()))
+    }
+
+    const HUB_BUSYBOX: [&str; 5] = [
+        "busybox",
+        "busybox:1.36",
+        "docker.io/busybox:1.36",
+        "docker.io/library/busybox",
+        "index.docker.io/library/busybox:latest",
+    ];
+
+    #[test]
+    fn docker_hub_spellings_hit_docker_io_scopes() {
+        let repo = policy(r#""docker.io/library/busybox":[{"type":"insecureAcceptAnything"}]"#);
+        let host = policy(r#""docker.io":[{"type":"insecureAcceptAnything"}]"#);
+        let ns = policy(r#""docker.io/library":[{"type":"insecureAcceptAnything"}]"#);
+        for r in HUB_BUSYBOX {
+            assert_eq!(lookup(&repo, r), ["accept"], "{r}");
+            assert_eq!(lookup(&host, r), ["accept"], "{r}");
+            assert_eq!(lookup(&ns, r), ["accept"], "{r}");
+        }
+        // Other Docker Hub images and other registries stay on the default.
+        for r in [
+            "alpine",
+            "docker.io/library/busybox2",
+            "quay.io/library/busybox",
+        ] {
+            assert_eq!(lookup(&repo, r), ["reject"], "{r}");
+        }
+        assert_eq!(lookup(&host, "quay.io/library/busybox"), ["reject"]);
+        assert_eq!(lookup(&host, "myorg/app:1"), ["accept"]);
+        assert_eq!(lookup(&ns, "myorg/app:1"), ["reject"]);
+        // Tag and digest scopes are normalised the same way.
+        let tagged =
+            policy(r#""docker.io/library/busybox:1.36":[{"type":"insecureAcceptAnything"}]"#);
+        assert_eq!(lookup(&tagged, "busybox:1.36"), ["accept"]);
+        assert_eq!(lookup(&tagged, "index.docker.io/busybox:1.36"), ["accept"]);
+        assert_eq!(lookup(&tagged, "busybox:1.37"), ["reject"]);
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let pinned = policy(&format!(
+            r#""docker.io/library/busybox@{d}":[{{"type":"insecureAcceptAnything"}}]"#
+        ));
+        assert_eq!(lookup(&pinned, &format!("busybox@{d}")), ["accept"]);
+        assert_eq!(lookup(&pinned, "busybox"), ["reject"]);
+    }
+
+    #[test]
+    fn legacy_hub_host_in_scopes_is_normalised() {
+        let p = policy(r#""index.docker.io/library/busybox":[{"type":"insecureAcceptAnything"}]"#);
+        for r in HUB_BUSYBOX {
+            assert_eq!(lookup(&p, r), ["accept"], "{r}");
+        }
+        let p = policy(r#""index.docker.io":[{"type":"insecureAcceptAnything"}]"#);
+        assert_eq!(lookup(&p, "busybox"), ["accept"]);
+        // Two spellings of one scope with possibly different rules: refused.
+        let twice = br#"{"default":[{"type":"reject"}],"transports":{"docker":{
+            "docker.io/library/busybox":[{"type":"reject"}],
+            "index.docker.io/library/busybox":[{"type":"insecureAcceptAnything"}]}}}"#;
+        assert!(Policy::parse(twice, None).is_err());
+    }
+
+    #[test]
+    fn scopes_without_a_registry_host_are_refused() {
+        for scope in ["busybox", "library/busybox", "busybox:1.36", "myorg/app"] {
+            let text = format!(
+                r#"{{"default":[{{"type":"reject"}}],"transports":{{"docker":{{"{scope}":[{{"type":"insecureAcceptAnything"}}]}}}}}}"#
+            );
+            let e = Policy::parse(text.as_bytes(), None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("no registry host"), "{scope}: {e}");
+        }
+        // Hosts: a dot, a port or localhost.
+        for scope in [
+            "localhost/app",
+            "localhost:5000",
+            "reg:5000/a",
+            "reg.example",
+        ] {
+            policy(&format!(
+                r#""{scope}":[{{"type":"insecureAcceptAnything"}}]"#
+            ));
+        }
+    }
+
+    #[test]
+    fn wildcards_ignore_the_port_and_the_most_specific_wins() {
+        let p = policy(
+            r#""*.corp.example":[{"type":"insecureAcceptAnything"}],
+               "*.b.corp.example":[{"type":"reject"},{"type":"reject"}],
+               "":[{"type":"reject"},{"type":"insecureAcceptAnything"}]"#,
+        );
+        assert_eq!(lookup(&p, "a.corp.example:5000/x:1"), ["accept"]);
+        assert_eq!(lookup(&p, "a.b.corp.example/x:1"), ["reject", "reject"]);
+        // A wildcard never matches the bare domain; the transport default does.
+        assert_eq!(lookup(&p, "corp.example/x:1"), ["reject", "accept"]);
     }
 
     #[test]
