@@ -1,9 +1,11 @@
 //! Signature policy in the containers-policy.json(5) format.
 //!
-//! Supported requirement types: `insecureAcceptAnything`, `reject` and
-//! `sigstoreSigned` with a public key (`keyPath`, `keyPaths` or `keyData`).
-//! Anything else (GPG `signedBy`, Fulcio, Rekor) is refused when the policy
-//! is loaded: an unknown rule must never silently allow an image.
+//! Supported requirement types: `insecureAcceptAnything`, `reject`,
+//! `sigstoreSigned` with a public key (`keyPath`, `keyPaths` or `keyData`),
+//! and this project's extension `encryptedLayers`: every layer of the image
+//! must be ocicrypt-encrypted. Anything else (GPG `signedBy`, Fulcio, Rekor)
+//! is refused when the policy is loaded: an unknown rule must never silently
+//! allow an image.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,6 +17,7 @@ use serde::Deserialize;
 
 use crate::cosign;
 use crate::error::{Error, IoContext, Result};
+use crate::ocicrypt::split_encrypted;
 use crate::registry::{Registry, ResolvedManifest};
 
 /// How a signature's claimed identity must relate to the pulled reference.
@@ -36,6 +39,10 @@ pub enum Requirement {
         keys: Vec<p256::ecdsa::VerifyingKey>,
         identity: SignedIdentity,
     },
+    /// Every layer is encrypted. Keys are released only to the attested pod,
+    /// but the manifest is the registry's: without this, a plain layer added
+    /// next to the encrypted ones would be unpacked on top of them.
+    EncryptedLayers,
 }
 
 /// A parsed, validated policy.
@@ -85,6 +92,8 @@ impl Policy {
         Self::parse(&data, path.parent())
     }
 
+    /// Parses policy JSON. Relative `keyPath`s are resolved against `base`;
+    /// without one they are refused.
     pub fn parse(data: &[u8], base: Option<&Path>) -> Result<Self> {
         let raw: RawPolicy =
             serde_json::from_slice(data).map_err(|e| Error::Policy(format!("policy JSON: {e}")))?;
@@ -146,26 +155,66 @@ impl Policy {
             .map_or(&self.default, |reqs| reqs)
     }
 
-    /// Enforces the policy for a resolved image. Fails closed: any error
-    /// while fetching or checking signatures denies the image.
+    /// What can be decided from the reference alone: a `reject` scope.
+    pub fn precheck(&self, r: &Reference) -> Result<()> {
+        if self
+            .requirements_for(r)
+            .iter()
+            .any(|q| matches!(q, Requirement::Reject))
+        {
+            return Err(Error::PolicyDenied(format!(
+                "{} is rejected by policy",
+                r.whole()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Enforces the policy for a resolved image, before any layer is fetched.
+    /// Fails closed: any error while fetching or checking signatures denies
+    /// the image.
     pub async fn check(&self, reg: &Registry, r: &Reference, m: &ResolvedManifest) -> Result<()> {
+        self.precheck(r)?;
         let reqs = self.requirements_for(r);
+        // The manifest checks first: they need no network.
+        if reqs
+            .iter()
+            .any(|q| matches!(q, Requirement::EncryptedLayers))
+        {
+            require_encrypted(r, m)?;
+        }
         for req in reqs {
-            match req {
-                Requirement::InsecureAcceptAnything => {}
-                Requirement::Reject => {
-                    return Err(Error::PolicyDenied(format!(
-                        "{} is rejected by policy",
-                        r.whole()
-                    )))
-                }
-                Requirement::SigstoreSigned { keys, identity } => {
-                    cosign::verify_image(reg, r, m, keys, identity).await?;
-                }
+            if let Requirement::SigstoreSigned { keys, identity } = req {
+                cosign::verify_image(reg, r, m, keys, identity).await?;
             }
         }
         Ok(())
     }
+}
+
+/// Refuses a manifest with a plain layer, or with no layer at all (nothing
+/// that was encrypted for the pod would then be in it).
+fn require_encrypted(r: &Reference, m: &ResolvedManifest) -> Result<()> {
+    if m.layers.is_empty() {
+        return Err(Error::PolicyDenied(format!(
+            "{} has no layers, the policy requires encrypted ones",
+            r.whole()
+        )));
+    }
+    if let Some((i, l)) = m
+        .layers
+        .iter()
+        .enumerate()
+        .find(|(_, l)| !split_encrypted(&l.media_type).1)
+    {
+        return Err(Error::PolicyDenied(format!(
+            "{}: layer {i} ({}, {}) is not encrypted, the policy requires encrypted layers",
+            r.whole(),
+            l.digest,
+            l.media_type
+        )));
+    }
+    Ok(())
 }
 
 /// The name a reference is looked up under: Docker's normalised repository
@@ -238,6 +287,7 @@ fn convert(r: RawReq, base: Option<&Path>, scope: &str) -> Result<Requirement> {
     match r.kind.as_str() {
         "insecureAcceptAnything" => Ok(Requirement::InsecureAcceptAnything),
         "reject" => Ok(Requirement::Reject),
+        "encryptedLayers" => Ok(Requirement::EncryptedLayers),
         "sigstoreSigned" => {
             if r.fulcio.is_some()
                 || r.rekor_public_key_path.is_some()
@@ -255,6 +305,13 @@ fn convert(r: RawReq, base: Option<&Path>, scope: &str) -> Result<Requirement> {
             {
                 let path = match base {
                     Some(b) if Path::new(&p).is_relative() => b.join(&p),
+                    // No policy file to be relative to (a policy from the
+                    // initdata or the KBS): the working directory is no base.
+                    None if Path::new(&p).is_relative() => {
+                        return Err(Error::Policy(format!(
+                            "scope {scope:?}: keyPath {p:?} must be absolute (or use keyData)"
+                        )))
+                    }
                     _ => Path::new(&p).to_owned(),
                 };
                 pems.push(std::fs::read(&path).ctx(|| format!("reading key {}", path.display()))?);
@@ -317,6 +374,7 @@ mod tests {
                 Requirement::InsecureAcceptAnything => "accept",
                 Requirement::Reject => "reject",
                 Requirement::SigstoreSigned { .. } => "sigstore",
+                Requirement::EncryptedLayers => "encrypted",
             })
             .collect()
     }
@@ -459,6 +517,62 @@ mod tests {
         assert_eq!(lookup(&p, "a.b.corp.example/x:1"), ["reject", "reject"]);
         // A wildcard never matches the bare domain; the transport default does.
         assert_eq!(lookup(&p, "corp.example/x:1"), ["reject", "accept"]);
+    }
+
+    fn manifest(media_types: &[&str]) -> ResolvedManifest {
+        let desc = |mt: &str, i: usize| oci_client::manifest::OciDescriptor {
+            media_type: mt.to_owned(),
+            digest: format!("sha256:{i:064x}"),
+            size: 1,
+            ..Default::default()
+        };
+        ResolvedManifest {
+            raw: Vec::new(),
+            digest: crate::digest::Sha256Digest::of(b"m"),
+            index_digest: None,
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            config: desc("application/vnd.oci.image.config.v1+json", 0),
+            layers: media_types
+                .iter()
+                .enumerate()
+                .map(|(i, mt)| desc(mt, i + 1))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn encrypted_layers_requires_every_layer_encrypted() {
+        let p = policy(r#""reg.example/enc":[{"type":"encryptedLayers"}]"#);
+        let r = Reference::from_str("reg.example/enc/app:1").unwrap();
+        assert_eq!(names(p.requirements_for(&r)), ["encrypted"]);
+        let enc = "application/vnd.oci.image.layer.v1.tar+gzip+encrypted";
+        let plain = "application/vnd.oci.image.layer.v1.tar+gzip";
+        require_encrypted(&r, &manifest(&[enc, enc])).unwrap();
+        let e = require_encrypted(&r, &manifest(&[enc, plain, enc])).unwrap_err();
+        assert!(
+            matches!(&e, Error::PolicyDenied(m) if m.contains("layer 1") && m.contains(plain)),
+            "{e}"
+        );
+        assert!(require_encrypted(&r, &manifest(&[plain])).is_err());
+        assert!(require_encrypted(&r, &manifest(&[])).is_err());
+        // The suffix must end the media type.
+        assert!(require_encrypted(&r, &manifest(&["x+encrypted+gzip"])).is_err());
+    }
+
+    #[test]
+    fn relative_key_paths_need_a_policy_file() {
+        let text = br#"{"default":[{"type":"sigstoreSigned","keyPath":"cosign.pub"}]}"#;
+        let e = Policy::parse(text, None).unwrap_err().to_string();
+        assert!(e.contains("must be absolute"), "{e}");
+    }
+
+    #[test]
+    fn a_reject_scope_is_decided_from_the_reference() {
+        let p = policy(r#""reg.example/ok":[{"type":"insecureAcceptAnything"}]"#);
+        let r = |s: &str| Reference::from_str(s).unwrap();
+        p.precheck(&r("reg.example/ok/app:1")).unwrap();
+        let e = p.precheck(&r("reg.example/other:1")).unwrap_err();
+        assert!(matches!(e, Error::PolicyDenied(_)), "{e}");
     }
 
     #[test]
