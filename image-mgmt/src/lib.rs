@@ -17,6 +17,7 @@ pub mod ocicrypt;
 pub mod policy;
 pub mod pull;
 pub mod registry;
+pub mod settings;
 pub mod store;
 pub mod unpack;
 
