@@ -49,7 +49,10 @@ async fn the_initdata_image_policy_governs_every_pull() {
     // What the agent does with the initdata.
     let data = initdata(&reg.addr, &cosign_pub);
     let settings = ImageSettings::from_cdh_toml(&data.data["cdh.toml"]).unwrap();
-    assert_eq!(settings.insecure_registries, [reg.addr.clone()]);
+    assert_eq!(
+        settings.insecure_registries,
+        std::slice::from_ref(&reg.addr)
+    );
     let policy = settings.policy.load(None).await.unwrap();
     assert!(policy.is_some());
 
