@@ -261,11 +261,6 @@ async fn run(cli: Cli, init_mode: bool, no_pivot: bool) -> anyhow::Result<()> {
                 kbs_ca = cert.map(String::into_bytes);
             }
         }
-        if let Some(cdh) = data.data.get("cdh.toml") {
-            config.insecure_registries.extend(
-                coco_agent::guest_pull::insecure_registries_from_cdh_toml(cdh),
-            );
-        }
         pod_initdata = Some(data);
     }
     // Keys for encrypted images: only from an attested KBS, after the attester has
@@ -284,8 +279,13 @@ async fn run(cli: Cli, init_mode: bool, no_pivot: bool) -> anyhow::Result<()> {
         ..Default::default()
     };
     pull.registry.insecure_registries = config.insecure_registries.clone();
+    // The pod's `[image]` settings (registries, image policy) from its initdata.
+    let cdh_toml = pod_initdata
+        .as_ref()
+        .and_then(|d| d.data.get("cdh.toml"))
+        .map(String::as_str);
     let images: Arc<dyn coco_agent::image::ImageService> =
-        Arc::new(coco_agent::guest_pull::GuestPull::new(pull, broker));
+        Arc::new(coco_agent::guest_pull::GuestPull::new(pull, broker).with_pod_settings(cdh_toml));
     let policy = match &config.policy {
         PolicySource::Confidential => Policy::new(CONFIDENTIAL_POLICY)?,
         PolicySource::AllowAll => {

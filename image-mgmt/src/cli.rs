@@ -23,7 +23,8 @@ pub struct PullArgs {
     /// Directory to create the root file system in (must not exist or be empty).
     #[arg(long)]
     pub rootfs: PathBuf,
-    /// containers-policy.json(5) signature policy. Without it signatures are not checked.
+    /// containers-policy.json(5) image policy (signatures, `encryptedLayers`). Without it
+    /// images are not checked.
     #[arg(long)]
     pub policy: Option<PathBuf>,
     /// Private key (PEM: RSA, P-256, P-384) for `jwe` layer recipients; a

@@ -19,7 +19,7 @@ use base64::Engine;
 
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
-use crate::policy::SignedIdentity;
+use crate::policy::{docker_name, SignedIdentity};
 use crate::registry::{Registry, ResolvedManifest};
 
 pub const SIMPLE_SIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -182,7 +182,7 @@ fn normalize_repo(s: &str) -> std::result::Result<(String, Option<String>), Stri
     let r: Reference = s
         .parse()
         .map_err(|e| format!("signed identity {s:?}: {e}"))?;
-    let repo = format!("{}/{}", r.resolve_registry(), r.repository());
+    let repo = docker_name(&r);
     // An explicit tag in the signed identity (the default "latest" is not).
     let tag = if s.rsplit('/').next().is_some_and(|last| last.contains(':')) {
         r.tag().map(str::to_owned)
@@ -198,7 +198,7 @@ fn identity_ok(
     identity: &SignedIdentity,
 ) -> std::result::Result<(), String> {
     let (signed_repo, signed_tag) = normalize_repo(signed)?;
-    let repo = format!("{}/{}", r.resolve_registry(), r.repository());
+    let repo = docker_name(r);
     let tag = r.tag().map(str::to_owned);
     let ok = match identity {
         SignedIdentity::MatchRepository => signed_repo == repo,
@@ -290,6 +290,23 @@ mod tests {
             &d,
             &r,
             &SignedIdentity::MatchRepoDigestOrExact
+        )
+        .is_err());
+        // Docker Hub: cosign names the repository `index.docker.io/...`.
+        for signed in [
+            "index.docker.io/library/busybox",
+            "docker.io/library/busybox",
+        ] {
+            for pulled in ["busybox:1", "docker.io/library/busybox:1"] {
+                let r: Reference = pulled.parse().unwrap();
+                identity_ok(signed, &r, &SignedIdentity::MatchRepository).unwrap();
+            }
+        }
+        let r: Reference = "busybox:1".parse().unwrap();
+        assert!(identity_ok(
+            "index.docker.io/library/alpine",
+            &r,
+            &SignedIdentity::MatchRepository
         )
         .is_err());
         // A tampered payload.

@@ -19,7 +19,8 @@ use crate::ocicrypt::cipher::{EncryptWriter, LayerKey};
 use crate::ocicrypt::keyprovider::{AnnotationPacket, PROVIDER_NAME};
 use crate::ocicrypt::keys::PublicKey;
 use crate::ocicrypt::{
-    jwe, layer_options, ANN_JWE, ANN_PROVIDER_PREFIX, ANN_PUBOPTS, ENCRYPTED_SUFFIX,
+    jwe, layer_options, split_encrypted, ANN_JWE, ANN_PROVIDER_PREFIX, ANN_PUBOPTS,
+    ENCRYPTED_SUFFIX,
 };
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -126,7 +127,7 @@ pub fn encrypt_layout(
         .ok_or_else(|| Error::Manifest("manifest without layers".into()))?;
     for layer in layers.iter_mut() {
         let mt = layer["mediaType"].as_str().unwrap_or_default().to_owned();
-        if mt.ends_with(ENCRYPTED_SUFFIX) {
+        if split_encrypted(&mt).1 {
             continue;
         }
         let d = Sha256Digest::parse(layer["digest"].as_str().unwrap_or_default())?;

@@ -50,9 +50,9 @@ pub enum Error {
     UnsafeEntry { path: String, reason: String },
     #[error("invalid tar stream: {0}")]
     Tar(String),
-    #[error("image rejected by signature policy: {0}")]
+    #[error("image rejected by the image policy: {0}")]
     PolicyDenied(String),
-    #[error("invalid signature policy: {0}")]
+    #[error("invalid image policy: {0}")]
     Policy(String),
     #[error("invalid key material: {0}")]
     Key(String),

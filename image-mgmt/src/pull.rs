@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use crate::digest::{HashingReader, LimitedReader, Sha256Digest, LIMIT_MSG};
 use crate::error::{Error, IoContext, Result};
 use crate::ocicrypt::cipher::{DecryptReader, HmacVerifier};
-use crate::ocicrypt::{DecryptConfig, KeyUnwrapper, LayerCrypto, ENCRYPTED_SUFFIX};
+use crate::ocicrypt::{split_encrypted, DecryptConfig, KeyUnwrapper, LayerCrypto};
 use crate::policy::Policy;
 use crate::registry::{Registry, RegistryOptions};
 use crate::store::BlobStore;
@@ -116,10 +116,7 @@ struct RootFs {
 }
 
 fn layer_format(media_type: &str) -> Result<(Compression, bool)> {
-    let (base, encrypted) = match media_type.strip_suffix(ENCRYPTED_SUFFIX) {
-        Some(b) => (b, true),
-        None => (media_type, false),
-    };
+    let (base, encrypted) = split_encrypted(media_type);
     let c = match base {
         "application/vnd.oci.image.layer.v1.tar"
         | "application/vnd.oci.image.layer.nondistributable.v1.tar" => Compression::None,
@@ -163,6 +160,10 @@ impl ImagePuller {
             reason: e.to_string(),
         })?;
         check_target(rootfs)?;
+        if let Some(policy) = &self.opts.policy {
+            // A rejected image is refused without contacting its registry.
+            policy.precheck(&r)?;
+        }
 
         let resolved = self.registry.resolve(&r).await?;
         tracing::info!(reference, manifest = %resolved.digest, layers = resolved.layers.len(), "resolved image");

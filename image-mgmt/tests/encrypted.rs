@@ -10,32 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{pull_options, run, TestRegistry};
-use image_mgmt::keybroker::{BrokerError, KeyBroker};
+use common::{pull_options, run, TestBroker, TestRegistry};
+use image_mgmt::keybroker::KeyBroker;
 use image_mgmt::ocicrypt::keys::PrivateKey;
+use image_mgmt::policy::Policy;
 use image_mgmt::{Error, ImagePuller};
-use zeroize::Zeroizing;
-
-/// Key broker of the tests: resources from a map, or a refusal like a KBS
-/// whose resource policy denies the request.
-#[derive(Debug)]
-struct TestBroker {
-    resources: HashMap<String, Vec<u8>>,
-    deny: bool,
-}
-
-#[async_trait::async_trait]
-impl KeyBroker for TestBroker {
-    async fn resource(&self, path: &str) -> Result<Zeroizing<Vec<u8>>, BrokerError> {
-        if self.deny {
-            return Err("KBS denied the resource: policy evaluation failed (401)".into());
-        }
-        self.resources
-            .get(path)
-            .map(|v| Zeroizing::new(v.clone()))
-            .ok_or_else(|| format!("no resource {path}").into())
-    }
-}
 
 struct Fixture {
     work: tempfile::TempDir,
@@ -294,10 +273,10 @@ async fn coco_encrypt_keyprovider_image_decrypts_with_the_kbs_kek() {
     );
 
     let broker = |deny: bool, k: &[u8]| -> Arc<dyn KeyBroker> {
-        Arc::new(TestBroker {
-            resources: HashMap::from([("default/image-kek/app".to_owned(), k.to_vec())]),
+        Arc::new(TestBroker::new(
+            HashMap::from([("default/image-kek/app".to_owned(), k.to_vec())]),
             deny,
-        })
+        ))
     };
     let out = f.work.path().join("rootfs");
     pull_with(&f, "aa/app:v1", vec![], Some(broker(false, &kek)), &out)
@@ -333,6 +312,81 @@ async fn coco_encrypt_keyprovider_image_decrypts_with_the_kbs_kek() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NoKey(_)), "{err}");
+}
+
+/// Blob files in a pull's store.
+fn stored_blobs(store: &Path) -> usize {
+    std::fs::read_dir(store.join("blobs/sha256"))
+        .map(|d| d.filter(|e| e.is_ok()).count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_layer_next_to_encrypted_ones_is_refused_when_encryption_is_required() {
+    let Some(f) = fixture() else { return };
+    let w = f.work.path();
+    let kek = common::coco_encrypt(&f.layout, "v1", "v1-enc", "kbs:///default/image-kek/app", w);
+    common::append_plain_layer(&f.layout, "v1-enc", "v1-evil", w);
+    let layout = f.layout.display();
+    common::skopeo_push(&format!("{layout}:v1-enc"), &f.reg.addr, "enc/app:v1", &[]);
+    common::skopeo_push(
+        &format!("{layout}:v1-evil"),
+        &f.reg.addr,
+        "enc/app:evil",
+        &[],
+    );
+    common::skopeo_push(&format!("{layout}:v1"), &f.reg.addr, "enc/app:plain", &[]);
+    let broker = Arc::new(TestBroker::new(
+        HashMap::from([("default/image-kek/app".to_owned(), kek)]),
+        false,
+    ));
+    let required = Policy::parse(br#"{"default":[{"type":"encryptedLayers"}]}"#, None).unwrap();
+    let pull = |image: &'static str, policy: Option<Policy>, store: &'static str, out: PathBuf| {
+        let broker: Arc<dyn KeyBroker> = broker.clone();
+        let mut o = pull_options(&f.reg.addr, &w.join(store));
+        o.decrypt.broker = Some(broker);
+        o.policy = policy;
+        let r = format!("{}/{image}", f.reg.addr);
+        async move { ImagePuller::new(o)?.pull(&r, &out, None).await }
+    };
+
+    // The owner's encrypted image passes.
+    let out = w.join("enc");
+    pull("enc/app:v1", Some(required.clone()), "store", out.clone())
+        .await
+        .unwrap();
+    common::tree::assert_same(&out, &f.reference);
+    let keys_released = broker.requests();
+    assert!(keys_released > 0);
+
+    // With the host's plain layer on top: refused before any key is asked
+    // for or any layer is downloaded.
+    for image in ["enc/app:evil", "enc/app:plain"] {
+        let out = w.join("refused");
+        let err = pull(image, Some(required.clone()), "store-refused", out.clone())
+            .await
+            .unwrap_err();
+        eprintln!("refused: {err}");
+        assert!(
+            matches!(&err, Error::PolicyDenied(m) if m.contains("not encrypted")),
+            "{image}: {err}"
+        );
+        assert_clean_failure(&out);
+        assert_eq!(broker.requests(), keys_released, "{image}");
+        assert_eq!(stored_blobs(&w.join("store-refused")), 0, "{image}");
+    }
+
+    // Without the requirement the attack works: the host's file is in the
+    // rootfs, over the owner's.
+    let out = w.join("evil");
+    pull("enc/app:evil", None, "store", out.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(out.join("etc/hello")).unwrap(),
+        "pwned by the host\n"
+    );
+    assert!(out.join("etc/ld.so.preload").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,86 +8,14 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use base64::Engine;
-use common::{pull_options, push_image, raw_tar, run, Layer, RawEntry, TestRegistry};
-use image_mgmt::cosign::{
-    signature_tag, simple_signing_payload, SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE,
+use common::{
+    cosign_sign, ec_keypair as keypair, pull_options, push_image, raw_tar, run, Layer, RawEntry,
+    TestRegistry,
 };
+use image_mgmt::cosign::signature_tag;
 use image_mgmt::digest::Sha256Digest;
 use image_mgmt::policy::Policy;
 use image_mgmt::{Error, ImagePuller};
-
-fn keypair(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let private = dir.join(format!("{name}.key"));
-    let public = dir.join(format!("{name}.pub"));
-    run(Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-        ])
-        .arg(&private));
-    run(Command::new("openssl")
-        .args(["pkey", "-pubout", "-in"])
-        .arg(&private)
-        .arg("-out")
-        .arg(&public));
-    (private, public)
-}
-
-/// Signs like `cosign sign --key`: payload blob + signature manifest at
-/// `sha256-<hex>.sig`. The signature is made by openssl.
-async fn cosign_sign(addr: &str, repo: &str, manifest_digest: &str, key: &Path, dir: &Path) {
-    let d = Sha256Digest::parse(manifest_digest).unwrap();
-    let payload = simple_signing_payload(&format!("{addr}/{repo}"), &d);
-    let pf = dir.join("payload.json");
-    std::fs::write(&pf, &payload).unwrap();
-    let sig = Command::new("openssl")
-        .args(["dgst", "-sha256", "-sign"])
-        .arg(key)
-        .arg(&pf)
-        .output()
-        .unwrap();
-    assert!(sig.status.success());
-    let sig_b64 = base64::engine::general_purpose::STANDARD.encode(&sig.stdout);
-
-    let client = oci_client::Client::new(oci_client::client::ClientConfig {
-        protocol: oci_client::client::ClientProtocol::Http,
-        ..Default::default()
-    });
-    let r: oci_client::Reference = format!("{addr}/{repo}:{}", signature_tag(&d))
-        .parse()
-        .unwrap();
-    client
-        .store_auth_if_needed(
-            r.resolve_registry(),
-            &oci_client::secrets::RegistryAuth::Anonymous,
-        )
-        .await;
-    let pd = format!("sha256:{}", common::sha256_hex(&payload));
-    client.push_blob(&r, payload.clone(), &pd).await.unwrap();
-    let config = b"{}".to_vec();
-    let cd = format!("sha256:{}", common::sha256_hex(&config));
-    client.push_blob(&r, config.clone(), &cd).await.unwrap();
-    let m = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
-        "layers": [{"mediaType": SIMPLE_SIGNING_MEDIA_TYPE, "digest": pd, "size": payload.len(),
-                    "annotations": {SIGNATURE_ANNOTATION: sig_b64}}],
-    });
-    client
-        .push_manifest_raw(
-            &r,
-            serde_json::to_vec(&m).unwrap(),
-            reqwest::header::HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json"),
-        )
-        .await
-        .unwrap();
-}
 
 fn sigstore_policy(dir: &Path, addr: &str, pubkey: &Path) -> Policy {
     let text = serde_json::json!({

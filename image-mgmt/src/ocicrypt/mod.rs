@@ -31,6 +31,15 @@ pub const ANN_PROVIDER_PREFIX: &str = "org.opencontainers.image.enc.keys.provide
 /// Media type suffix of encrypted layers.
 pub const ENCRYPTED_SUFFIX: &str = "+encrypted";
 
+/// The media type without the ocicrypt suffix, and whether it had it: the one
+/// rule for telling an encrypted layer from a plain one.
+pub fn split_encrypted(media_type: &str) -> (&str, bool) {
+    match media_type.strip_suffix(ENCRYPTED_SUFFIX) {
+        Some(base) => (base, true),
+        None => (media_type, false),
+    }
+}
+
 /// `PrivateLayerBlockCipherOptions`: what a wrapped key annotation contains.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PrivateOpts {

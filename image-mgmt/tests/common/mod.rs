@@ -10,7 +10,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use image_mgmt::cosign::{
+    signature_tag, simple_signing_payload, SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE,
+};
+use image_mgmt::digest::Sha256Digest;
+use image_mgmt::keybroker::{BrokerError, KeyBroker};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use zeroize::Zeroizing;
 
 /// A `docker-registry` (distribution 2.8) bound to 127.0.0.1, killed on drop.
 pub struct TestRegistry {
@@ -408,4 +418,165 @@ pub fn tools_present(tools: &[&str]) -> bool {
         }
     }
     true
+}
+
+/// An ECDSA P-256 key pair made by openssl: (private PEM, public PEM).
+pub fn ec_keypair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let private = dir.join(format!("{name}.key"));
+    let public = dir.join(format!("{name}.pub"));
+    run(Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&private));
+    run(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&private)
+        .arg("-out")
+        .arg(&public));
+    (private, public)
+}
+
+/// Signs like `cosign sign --key`: payload blob + signature manifest at
+/// `sha256-<hex>.sig`. The signature is made by openssl.
+pub async fn cosign_sign(addr: &str, repo: &str, manifest_digest: &str, key: &Path, dir: &Path) {
+    let d = Sha256Digest::parse(manifest_digest).unwrap();
+    let payload = simple_signing_payload(&format!("{addr}/{repo}"), &d);
+    let pf = dir.join("payload.json");
+    std::fs::write(&pf, &payload).unwrap();
+    let sig = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .arg(&pf)
+        .output()
+        .unwrap();
+    assert!(sig.status.success());
+    let sig_b64 = STANDARD.encode(&sig.stdout);
+
+    let client = oci_client::Client::new(oci_client::client::ClientConfig {
+        protocol: oci_client::client::ClientProtocol::Http,
+        ..Default::default()
+    });
+    let r: oci_client::Reference = format!("{addr}/{repo}:{}", signature_tag(&d))
+        .parse()
+        .unwrap();
+    client
+        .store_auth_if_needed(
+            r.resolve_registry(),
+            &oci_client::secrets::RegistryAuth::Anonymous,
+        )
+        .await;
+    let pd = format!("sha256:{}", sha256_hex(&payload));
+    client.push_blob(&r, payload.clone(), &pd).await.unwrap();
+    let config = b"{}".to_vec();
+    let cd = format!("sha256:{}", sha256_hex(&config));
+    client.push_blob(&r, config.clone(), &cd).await.unwrap();
+    let m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": SIMPLE_SIGNING_MEDIA_TYPE, "digest": pd, "size": payload.len(),
+                    "annotations": {SIGNATURE_ANNOTATION: sig_b64}}],
+    });
+    client
+        .push_manifest_raw(
+            &r,
+            serde_json::to_vec(&m).unwrap(),
+            reqwest::header::HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json"),
+        )
+        .await
+        .unwrap();
+}
+
+/// Key broker of the tests: resources from a map, or a refusal like a KBS
+/// whose resource policy denies the request. Counts the requests.
+#[derive(Debug, Default)]
+pub struct TestBroker {
+    pub resources: HashMap<String, Vec<u8>>,
+    pub deny: bool,
+    pub requests: AtomicUsize,
+}
+
+impl TestBroker {
+    pub fn new(resources: HashMap<String, Vec<u8>>, deny: bool) -> Self {
+        Self {
+            resources,
+            deny,
+            requests: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyBroker for TestBroker {
+    async fn resource(&self, path: &str) -> Result<Zeroizing<Vec<u8>>, BrokerError> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        if self.deny {
+            return Err("KBS denied the resource: policy evaluation failed (401)".into());
+        }
+        self.resources
+            .get(path)
+            .map(|v| Zeroizing::new(v.clone()))
+            .ok_or_else(|| format!("no resource {path}").into())
+    }
+}
+
+/// Encrypts every layer of `layout:src_tag` with coco-encrypt for the
+/// `attestation-agent` keyprovider under `kid` (`kbs:///r/t/k`), as
+/// `layout:dst_tag`. Returns the generated KEK.
+pub fn coco_encrypt(
+    layout: &Path,
+    src_tag: &str,
+    dst_tag: &str,
+    kid: &str,
+    work: &Path,
+) -> Vec<u8> {
+    let kek_file = work.join(format!("kek-{dst_tag}"));
+    run(Command::new(env!("CARGO_BIN_EXE_coco-encrypt"))
+        .args([
+            "encrypt",
+            "--tag",
+            src_tag,
+            "--out-tag",
+            dst_tag,
+            "--kid",
+            kid,
+        ])
+        .arg("--layout")
+        .arg(layout)
+        .arg("--kek-out")
+        .arg(&kek_file));
+    std::fs::read(&kek_file).unwrap()
+}
+
+/// What a hostile host or registry does to an encrypted image: adds its own
+/// plaintext layer (an `/etc/ld.so.preload` and a replaced `/etc/hello`) on
+/// top of `layout:src_tag`, as `layout:dst_tag`. The other layers, encrypted
+/// or not, stay as they were.
+pub fn append_plain_layer(layout: &Path, src_tag: &str, dst_tag: &str, work: &Path) {
+    let dir = work.join(format!("evil-{dst_tag}"));
+    std::fs::create_dir_all(dir.join("etc")).unwrap();
+    std::fs::write(dir.join("etc/ld.so.preload"), "/evil.so\n").unwrap();
+    std::fs::write(dir.join("etc/hello"), "pwned by the host\n").unwrap();
+    let tar = work.join(format!("evil-{dst_tag}.tar"));
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&dir)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("etc"));
+    run(Command::new("umoci")
+        .args(["raw", "add-layer", "--no-history", "--image"])
+        .arg(format!("{}:{src_tag}", layout.display()))
+        .args(["--tag", dst_tag])
+        .arg(&tar));
 }
