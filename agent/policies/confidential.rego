@@ -236,9 +236,9 @@ image_ok(pin) if {
 	}
 }
 
-# `name[:tag]@sha256:<hex>` → repository and digest; a tag beside the digest does not
-# choose what is pulled (the puller resolves by digest), a reference without one is refused.
-digest_ref(ref) := {"repository": repository(name), "digest": parts[1]} if {
+# `name[:tag]@sha256:<hex>` → `repository@digest`; a tag beside the digest does not choose
+# what is pulled (the puller resolves by digest), a reference without one is refused.
+digest_ref(ref) := concat("@", [repository(name), parts[1]]) if {
 	parts := split(ref, "@")
 	count(parts) == 2
 	regex.match(`^sha256:[a-f0-9]{64}$`, parts[1])
@@ -247,45 +247,14 @@ digest_ref(ref) := {"repository": repository(name), "digest": parts[1]} if {
 }
 
 # The guest's reference parser (oci-spec 0.10 src/distribution/reference.rs `split_domain`,
-# under oci-client 0.18): a first segment without `.` or `:` that is not `localhost` is no
-# registry, so the name is on docker.io; `index.docker.io` is docker.io; a one-segment
-# docker.io name is under `library/`.
-repository(name) := concat("/", [domain, path]) if {
-	parts := split_domain(name)
-	domain := docker_io(parts[0])
-	path := library(domain, parts[1])
-}
+# under oci-client 0.18): a first segment with `.` or `:`, or `localhost`, is a registry,
+# else the name is on docker.io; `index.docker.io` is docker.io; a one-segment docker.io
+# name is under `library/`.
+repository(name) := regex.replace(with_registry(name), `^docker\.io/([^/]+)$`, "docker.io/library/$1")
 
-split_domain(name) := ["docker.io", name] if not has_registry(name)
-
-split_domain(name) := [first, trim_prefix(name, concat("", [first, "/"]))] if {
-	has_registry(name)
-	first := split(name, "/")[0]
-}
-
-has_registry(name) if {
-	contains(name, "/")
-	registry_host(split(name, "/")[0])
-}
-
-registry_host(h) if contains(h, ".")
-
-registry_host(h) if contains(h, ":")
-
-registry_host(h) if h == "localhost"
-
-docker_io(d) := "docker.io" if d == "index.docker.io"
-
-docker_io(d) := d if d != "index.docker.io"
-
-library(domain, path) := concat("/", ["library", path]) if official(domain, path)
-
-library(domain, path) := path if not official(domain, path)
-
-official(domain, path) if {
-	domain == "docker.io"
-	not contains(path, "/")
-}
+with_registry(name) := regex.replace(name, `^index\.docker\.io/`, "docker.io/") if {
+	regex.match(`^(localhost|[^/]*[.:][^/]*)/`, name)
+} else := concat("/", ["docker.io", name])
 
 # The process as runc will run it. In the first evaluation the image is not pulled yet:
 # empty args and env and an empty or `/` cwd will be filled from it and checked in the
@@ -329,20 +298,23 @@ env_ok(env, pinned) if {
 	every e in pinned {
 		e in env
 	}
+	pinned_set := {e | some e in pinned}
 	names := {env_name(e) | some e in pinned}
 	every e in env {
-		env_entry_ok(e, pinned, names)
+		env_entry_ok(e, pinned_set, names)
 	}
 }
 
-env_entry_ok(e, pinned, _) if e in pinned
+env_entry_ok(e, pinned_set, _) if pinned_set[e]
 
-env_entry_ok(e, pinned, names) if {
-	not e in pinned
-	not env_name(e) in names
-	some r in object.get(workload, "env_rules", [])
-	regex.match(anchored(r), e)
+env_entry_ok(e, pinned_set, names) if {
+	not pinned_set[e]
+	not names[env_name(e)]
+	some r in env_patterns
+	regex.match(r, e)
 }
+
+env_patterns := [anchored(r) | some r in object.get(workload, "env_rules", [])]
 
 env_name(e) := split(e, "=")[0]
 

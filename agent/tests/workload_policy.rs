@@ -116,6 +116,9 @@ fn create(c: &KubeContainer) -> agent::CreateContainerRequest {
     k8s::container_request(&pod(), &format!("{}0f0f", c.name), c)
 }
 
+/// A change the host makes to what it sends.
+type Attack<T> = Box<dyn Fn(&mut T)>;
+
 fn denied<M: protobuf::MessageFull>(p: &Policy, r: &M) -> bool {
     matches!(p.check_request(r), Err(PolicyError::Denied { .. }))
 }
@@ -185,7 +188,7 @@ fn the_same_rules_without_data_keep_the_defaults() {
 #[test]
 fn process_attacks_are_refused() {
     let p = policy();
-    let cases: Vec<(&str, Box<dyn Fn(&mut agent::CreateContainerRequest)>)> = vec![
+    let cases: Vec<(&str, Attack<agent::CreateContainerRequest>)> = vec![
         (
             "other args",
             Box::new(|r| process_mut(r).Args[2] = "nc -l -p 80 -e sh".into()),
@@ -381,7 +384,7 @@ fn the_final_spec_is_judged_too() {
     };
     p.check_final_create(&r, &final_spec(&r, &img)).unwrap();
     // An image whose config runs something else, sets another variable or directory.
-    let swaps: [(&str, Box<dyn Fn(&mut ImageConfig)>); 3] = [
+    let swaps: [(&str, Attack<ImageConfig>); 3] = [
         ("cmd", Box::new(|i| i.cmd = vec!["/bin/miner".into()])),
         ("env", Box::new(|i| i.env.push("LD_PRELOAD=/x.so".into()))),
         ("workdir", Box::new(|i| i.working_dir = "/tmp".into())),
