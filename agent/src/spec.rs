@@ -14,6 +14,15 @@ fn put<T: Into<Value>>(m: &mut Map<String, Value>, key: &str, v: T, keep: bool) 
     }
 }
 
+/// The working directory runc is given: `/` when none is set.
+pub fn runc_cwd(p: &oci::Process) -> &str {
+    if p.Cwd.is_empty() {
+        "/"
+    } else {
+        p.Cwd.as_str()
+    }
+}
+
 /// The OCI `process` object.
 pub fn process_to_json(p: &oci::Process) -> Value {
     let mut m = Map::new();
@@ -43,12 +52,7 @@ pub fn process_to_json(p: &oci::Process) -> Value {
     m.insert("user".into(), Value::Object(user));
     put(&mut m, "args", p.Args.clone(), true);
     put(&mut m, "env", p.Env.clone(), true);
-    let cwd = if p.Cwd.is_empty() {
-        "/"
-    } else {
-        p.Cwd.as_str()
-    };
-    put(&mut m, "cwd", cwd, true);
+    put(&mut m, "cwd", runc_cwd(p), true);
     if let Some(c) = p.Capabilities.as_ref() {
         m.insert(
             "capabilities".into(),

@@ -9,6 +9,7 @@ use tokio::sync::Mutex;
 
 use super::{Agent, AgentError, Container, Result};
 use crate::image;
+use crate::policy::CONTAINER_NAME_ANNOTATION;
 use crate::process::{self, Process};
 use crate::protocols::agent;
 use crate::spec;
@@ -206,6 +207,11 @@ impl Agent {
             self.config.state_dir.as_path(),
         ];
         spec::filter_mounts(&mut oci.Mounts, &allowed);
+        let process = oci.Process.mut_or_insert_default();
+        process.Cwd = spec::runc_cwd(process).to_owned();
+        // The policy judges what runc will run too, not only what the host sent: the
+        // image's entrypoint, env and working directory are known only now.
+        self.policy.check_final_create(req, oci)?;
         let config = spec::spec_to_json(oci);
         std::fs::write(
             bundle.join("config.json"),
@@ -230,8 +236,14 @@ impl Agent {
                     crate::cgroups::watch_oom(cid.to_string(), file, self.oom_tx.clone())
                 });
         tracing::info!(cid, pid = started.pid, is_sandbox, "container created");
+        let name = oci
+            .Annotations
+            .get(CONTAINER_NAME_ANNOTATION)
+            .cloned()
+            .unwrap_or_default();
         Ok(Container {
             id: cid.to_string(),
+            name,
             bundle: bundle.to_path_buf(),
             init,
             execs: Mutex::new(HashMap::new()),

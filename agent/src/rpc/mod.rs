@@ -6,6 +6,7 @@ mod sandbox;
 mod stdio;
 mod storages;
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use crate::config::AgentConfig;
 use crate::host::Host;
 use crate::image::{ImageError, ImageService};
 use crate::netlink::{Network, NetworkError};
-use crate::policy::{Policy, PolicyError};
+use crate::policy::{Policy, PolicyError, CONTAINER_NAME_KEY};
 use crate::process::{IoError, Process};
 use crate::protocols::{agent, agent_ttrpc, csi, health, health_ttrpc, types};
 use crate::runtime::{Runtime, RuntimeError};
@@ -92,6 +93,8 @@ pub(crate) type Result<T> = std::result::Result<T, AgentError>;
 #[derive(Debug)]
 pub struct Container {
     pub id: String,
+    /// Its CRI name (annotation `io.kubernetes.cri.container-name`), empty if none.
+    pub name: String,
     pub bundle: std::path::PathBuf,
     pub init: Arc<Process>,
     pub execs: Mutex<HashMap<String, Arc<Process>>>,
@@ -159,6 +162,34 @@ impl Agent {
             .ok_or_else(|| AgentError::NotFound(format!("container {cid}")))
     }
 
+    /// The policy check of a request, with what the agent adds to the input: the target
+    /// container's name for ExecProcess and ReadStream (docs/WORKLOAD-POLICY.md).
+    async fn check_policy<M: protobuf::MessageFull + Any>(
+        &self,
+        req: &M,
+    ) -> std::result::Result<(), PolicyError> {
+        let any: &dyn Any = req;
+        let target = if let Some(r) = any.downcast_ref::<agent::ExecProcessRequest>() {
+            Some(&r.container_id)
+        } else {
+            any.downcast_ref::<agent::ReadStreamRequest>()
+                .map(|r| &r.container_id)
+        };
+        let Some(cid) = target else {
+            return self.policy.check_request(req);
+        };
+        let name = self
+            .sandbox
+            .lock()
+            .await
+            .containers
+            .get(cid)
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        self.policy
+            .check_request_with(req, &[(CONTAINER_NAME_KEY, regorus::Value::from(name))])
+    }
+
     /// The init process for `exec_id` "" or the init's exec id, else an exec.
     async fn process(&self, cid: &str, exec_id: &str) -> Result<(Arc<Container>, Arc<Process>)> {
         let c = self.container(cid).await?;
@@ -190,8 +221,8 @@ macro_rules! agent_service {
                 async fn $m(&self, _ctx: &TtrpcContext, mut req: $req) -> ttrpc::Result<$resp> {
                     // The policy judges the spelling runc will be given.
                     crate::canonical::request(&mut req).map_err(|e| to_ttrpc(e.into()))?;
-                    self.policy
-                        .check_request(&req)
+                    self.check_policy(&req)
+                        .await
                         .map_err(|e| to_ttrpc(e.into()))?;
                     self.$m(req).await.map_err(to_ttrpc)
                 }

@@ -207,6 +207,10 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(Policy::confidential().unwrap())
+}
+
+fn fixture_with(policy: Policy) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let config = AgentConfig {
         state_dir: dir.path().join("state"),
@@ -220,7 +224,7 @@ fn fixture() -> Fixture {
     let host = Arc::new(FakeHost::default());
     let agent = Agent::new(
         config,
-        Arc::new(Policy::confidential().unwrap()),
+        Arc::new(policy),
         rt.clone(),
         Some(images.clone()),
         Arc::new(FakeNet::default()),
@@ -611,4 +615,77 @@ async fn destroy_sandbox_powers_off_only_as_init() {
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert!(powered_off());
     assert!(f.rt.calls().contains(&"delete pause".to_string()));
+}
+
+/// With workload data, the agent judges the spec it will give runc (image config merged)
+/// and names the container an exec or a read targets.
+#[tokio::test]
+async fn final_spec_and_target_container_reach_the_policy() {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let data = serde_json::json!({
+        "version": 1,
+        "containers": [{
+            "name": "app",
+            "image": format!("reg.example/app@{digest}"),
+            // What FakeImages' config makes of an empty process.
+            "process": {"args": ["/bin/app"], "env": ["FROM_IMAGE=1"], "cwd": "/", "uid": 0,
+                        "gid": 0, "capabilities": [], "no_new_privileges": false,
+                        "terminal": false},
+            "readonly_root": false,
+            "exec": [["/bin/true"]]
+        }, {
+            "name": "worker",
+            "image": format!("reg.example/app@{digest}"),
+            "process": {"args": ["/bin/worker"], "env": ["FROM_IMAGE=1"], "cwd": "/", "uid": 0,
+                        "gid": 0, "capabilities": [], "no_new_privileges": false,
+                        "terminal": false},
+            "readonly_root": false
+        }],
+        "read_logs": false
+    });
+    let data = serde_json::to_string_pretty(&data).unwrap();
+    let rego = format!(
+        "{}\npolicy_data := {data}\n",
+        crate::policy::CONFIDENTIAL_POLICY
+    );
+    let f = fixture_with(Policy::new(&rego).unwrap());
+    let a = &f.agent;
+    a.create_sandbox(agent::CreateSandboxRequest::new())
+        .await
+        .unwrap();
+    let named = |cid: &str, kind: &str, name: &str| {
+        let mut r = create_req(cid, kind, &format!("reg.example/app@{digest}"));
+        let s = r.OCI.as_mut().unwrap();
+        s.Annotations
+            .insert("io.kubernetes.cri.container-type".into(), kind.into());
+        s.Annotations
+            .insert(crate::policy::CONTAINER_NAME_ANNOTATION.into(), name.into());
+        r
+    };
+    a.create_container(named("pause", "sandbox", ""))
+        .await
+        .unwrap();
+    a.create_container(named("app1", "container", "app"))
+        .await
+        .unwrap();
+    // Before the pull an empty process passes; the image's config makes it run
+    // /bin/app, not the pinned /bin/worker, and that never reaches runc.
+    let worker = named("app2", "container", "worker");
+    a.policy.check_request(&worker).unwrap();
+    let e = a.create_container(worker).await.unwrap_err();
+    assert_eq!(e.code(), ttrpc::Code::PERMISSION_DENIED, "{e}");
+    assert!(!a.config.state_dir.join("containers/app2").exists());
+    assert_eq!(f.rt.calls(), vec!["create pause", "create app1"]);
+
+    let exec = |cid: &str, args: &[&str]| crate::requests::exec(cid, "e1", args);
+    a.check_policy(&exec("app1", &["/bin/true"])).await.unwrap();
+    assert!(a.check_policy(&exec("app1", &["/bin/sh"])).await.is_err());
+    assert!(a
+        .check_policy(&exec("pause", &["/bin/true"]))
+        .await
+        .is_err());
+    assert!(a.check_policy(&exec("nope", &["/bin/true"])).await.is_err());
+    let mut rd = agent::ReadStreamRequest::new();
+    rd.container_id = "app1".into();
+    assert!(a.check_policy(&rd).await.is_err(), "read_logs is false");
 }
