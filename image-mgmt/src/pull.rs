@@ -22,7 +22,8 @@ use crate::registry::{Registry, RegistryOptions};
 use crate::store::BlobStore;
 use crate::unpack::{UnpackOptions, Unpacker};
 
-const CONFIG_LIMIT: u64 = 8 << 20;
+/// Upper bound for an image config blob (and, for offline tools, a manifest).
+pub const CONFIG_LIMIT: u64 = 8 << 20;
 const READ_BUF: usize = 1 << 20;
 
 /// Configuration of an [`ImagePuller`].

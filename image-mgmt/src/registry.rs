@@ -277,47 +277,16 @@ impl Registry {
     /// the configured platform.
     pub async fn resolve(&self, r: &Reference) -> Result<ResolvedManifest> {
         let by_digest = r.digest().map(Sha256Digest::parse).transpose()?;
-        let mut raw = self.manifest_bytes(r, by_digest.as_ref()).await?;
-        let mut digest = Sha256Digest::of(&raw);
-        let mut index_digest = None;
-        let mut m: RawManifest = serde_json::from_slice(&raw)
-            .map_err(|e| Error::Manifest(format!("manifest JSON: {e}")))?;
-        if let Some(list) = m.manifests.take() {
-            let want = &self.opts.platform;
-            let pick = list
-                .iter()
-                .find(|e| {
-                    e.platform.as_ref().is_some_and(|p| {
-                        p.os == want.os
-                            && p.architecture == want.architecture
-                            && (want.variant.is_none() || p.variant == want.variant)
-                    })
-                })
-                .ok_or_else(|| Error::NoPlatform(want.to_string()))?;
-            let d = Sha256Digest::parse(&pick.digest)?;
-            let child = r.clone_with_digest(d.to_string());
-            raw = self.manifest_bytes(&child, Some(&d)).await?;
-            index_digest = Some(digest);
-            digest = d;
-            m = serde_json::from_slice(&raw)
-                .map_err(|e| Error::Manifest(format!("manifest JSON: {e}")))?;
-            if m.manifests.is_some() {
-                return Err(Error::Manifest("nested image index".into()));
+        let raw = self.manifest_bytes(r, by_digest.as_ref()).await?;
+        let digest = Sha256Digest::of(&raw);
+        match platform_entry(&raw, &self.opts.platform)? {
+            None => image_manifest(raw, digest, None),
+            Some(d) => {
+                let child = r.clone_with_digest(d.to_string());
+                let raw = self.manifest_bytes(&child, Some(&d)).await?;
+                image_manifest(raw, d, Some(digest))
             }
         }
-        let media_type = m.media_type.unwrap_or_else(|| MT_OCI_MANIFEST.to_owned());
-        let config = m
-            .config
-            .ok_or_else(|| Error::Manifest("manifest has no config".into()))?;
-        let layers = m.layers.unwrap_or_default();
-        Ok(ResolvedManifest {
-            raw,
-            digest,
-            index_digest,
-            media_type,
-            config,
-            layers,
-        })
     }
 
     /// The cosign signature manifest at `sig_ref`, `None` if there is none.
@@ -564,6 +533,56 @@ impl Registry {
     }
 }
 
+fn parse_manifest(raw: &[u8]) -> Result<RawManifest> {
+    serde_json::from_slice(raw).map_err(|e| Error::Manifest(format!("manifest JSON: {e}")))
+}
+
+/// If `raw` is an image index, the digest of its manifest for `want` (an error if it
+/// has none); `None` if `raw` is a manifest. Shared by [`Registry::resolve`] and
+/// offline tools that read manifests from disk.
+pub fn platform_entry(raw: &[u8], want: &Platform) -> Result<Option<Sha256Digest>> {
+    let Some(list) = parse_manifest(raw)?.manifests else {
+        return Ok(None);
+    };
+    let pick = list
+        .iter()
+        .find(|e| {
+            e.platform.as_ref().is_some_and(|p| {
+                p.os == want.os
+                    && p.architecture == want.architecture
+                    && (want.variant.is_none() || p.variant == want.variant)
+            })
+        })
+        .ok_or_else(|| Error::NoPlatform(want.to_string()))?;
+    Sha256Digest::parse(&pick.digest).map(Some)
+}
+
+/// The platform manifest `raw` (whose digest the caller verified), selected from the
+/// index `index_digest` if any. An index here is refused: indexes do not nest.
+pub fn image_manifest(
+    raw: Vec<u8>,
+    digest: Sha256Digest,
+    index_digest: Option<Sha256Digest>,
+) -> Result<ResolvedManifest> {
+    let m = parse_manifest(&raw)?;
+    if m.manifests.is_some() {
+        return Err(Error::Manifest("nested image index".into()));
+    }
+    let media_type = m.media_type.unwrap_or_else(|| MT_OCI_MANIFEST.to_owned());
+    let config = m
+        .config
+        .ok_or_else(|| Error::Manifest("manifest has no config".into()))?;
+    let layers = m.layers.unwrap_or_default();
+    Ok(ResolvedManifest {
+        raw,
+        digest,
+        index_digest,
+        media_type,
+        config,
+        layers,
+    })
+}
+
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(200u64 << attempt.min(6))
 }
@@ -603,6 +622,42 @@ mod tests {
             load_auths(&p).is_err(),
             "user:pass without a colon must be refused"
         );
+    }
+
+    #[test]
+    fn index_entry_and_manifest_selection() {
+        let arm = format!("sha256:{}", "a".repeat(64));
+        let amd = format!("sha256:{}", "b".repeat(64));
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[
+                {{"digest":"{arm}","platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}},
+                {{"digest":"{amd}","platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#
+        );
+        let want = |s: &str| s.parse::<Platform>().unwrap();
+        let pick =
+            |p: &str| platform_entry(index.as_bytes(), &want(p)).map(|d| d.map(|d| d.to_string()));
+        assert_eq!(pick("linux/amd64").unwrap(), Some(amd));
+        assert_eq!(pick("linux/arm64/v8").unwrap(), Some(arm));
+        assert!(matches!(pick("linux/s390x"), Err(Error::NoPlatform(_))));
+
+        let cfg = format!("sha256:{}", "c".repeat(64));
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cfg}","size":7}},"layers":[]}}"#
+        );
+        assert_eq!(
+            platform_entry(manifest.as_bytes(), &want("linux/amd64")).unwrap(),
+            None
+        );
+        let d = Sha256Digest::of(manifest.as_bytes());
+        let m = image_manifest(manifest.clone().into_bytes(), d.clone(), None).unwrap();
+        assert_eq!(m.config.digest, cfg);
+        assert_eq!(m.media_type, MT_OCI_MANIFEST);
+        assert!(
+            image_manifest(index.into_bytes(), d.clone(), Some(d)).is_err(),
+            "nested index"
+        );
+        let no_config = br#"{"schemaVersion":2,"layers":[]}"#.to_vec();
+        assert!(image_manifest(no_config, Sha256Digest::of(b"x"), None).is_err());
     }
 
     #[test]
