@@ -67,8 +67,20 @@ printf 'the image decryption key' > "$work/secret"
 "${kc[@]}" "${admin[@]}" set-resource --path default/key/demo --resource-file "$work/secret"
 took
 
+# The pod's initdata: what its owner ships with it (here just an agent policy).
+cat > "$work/initdata.toml" <<'TOML'
+version = "0.1.0"
+algorithm = "sha384"
+[data]
+"policy.rego" = """
+package agent_policy
+default ExecProcessRequest := false
+"""
+TOML
+guest=(--attester sample --init-data "$work/initdata.toml")
+
 step "a guest with the sample TEE asks for it under the default policy"
-if out=$("${kc[@]}" get-resource --attester sample --path default/key/demo 2>&1); then
+if out=$("${kc[@]}" get-resource "${guest[@]}" --path default/key/demo 2>&1); then
   echo "   UNEXPECTED: released: $out"; exit 1
 fi
 echo "   refused, as it must be: ${out##*Error: }"
@@ -86,8 +98,13 @@ REGO
 "${kc[@]}" "${admin[@]}" set-resource-policy --policy-file "$work/allow-sample.rego"
 took
 
+step "the pod's owner registers its initdata (evidence with any other is never trusted)"
+digest=$("${kc[@]}" "${admin[@]}" register-initdata "$work/initdata.toml")
+echo "   init_data_digest += $digest"
+took
+
 step "the guest attests and fetches the secret"
-token=$("${kc[@]}" attest --attester sample)
+token=$("${kc[@]}" attest "${guest[@]}")
 printf '%s' "$token" | python3 -c '
 import base64, json, sys
 p = sys.stdin.read().split(".")[1]
@@ -95,8 +112,17 @@ c = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
 print("   attestation token: tee=%s ear.status=%s expires in %ss" % (
     c["tee"], c["submods"]["cpu0"]["ear.status"], c["exp"] - c["iat"]))'
 
-secret=$("${kc[@]}" get-resource --attester sample --path default/key/demo | base64 -d)
+secret=$("${kc[@]}" get-resource "${guest[@]}" --path default/key/demo | base64 -d)
 echo "   released secret: \"$secret\""
+took
+
+step "a host-swapped initdata (its own agent policy, same KBS) gets nothing"
+sed 's/:= false/:= true/' "$work/initdata.toml" > "$work/swapped.toml"
+if out=$("${kc[@]}" get-resource --attester sample --init-data "$work/swapped.toml" \
+    --path default/key/demo 2>&1); then
+  echo "   UNEXPECTED: released: $out"; exit 1
+fi
+echo "   refused, as it must be: ${out##*Error: }"
 took
 
 echo

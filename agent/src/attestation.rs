@@ -59,14 +59,11 @@ pub fn bound_attester_with(
         .parse()
         .map_err(|e: String| SetupError::Kind(kind.to_string(), e))?;
     let attester: Arc<dyn Attester> = match kind {
-        // No hardware carries a launch-time digest for the sample TEE: the host's
-        // stand-in if given, else the initdata the guest read (as untrusted as
-        // everything else the sample TEE says).
-        AttesterKind::Sample => Arc::new(attester::sample::SampleAttester {
-            init_data: sample_host_data
-                .map(str::to_owned)
-                .or_else(|| initdata.map(|d| hex::encode(d.digest()))),
-        }),
+        // No hardware carries a launch-time digest for the sample TEE.
+        AttesterKind::Sample => Arc::new(attester::sample::SampleAttester::reporting(
+            sample_host_data,
+            initdata.map(Initdata::digest),
+        )),
         _ => Arc::from(attester::detect::build(kind, host).map_err(SetupError::Attester)?),
     };
     if let Some(data) = initdata {

@@ -11,6 +11,20 @@ pub struct SampleAttester {
     pub init_data: Option<String>,
 }
 
+impl SampleAttester {
+    /// The sample TEE as a guest runs it: it reports `host_data` (hex, the host's
+    /// stand-in for a launch-time register such as SNP `HOST_DATA`) when the host
+    /// gave one, else the digest of the initdata the guest read (as untrusted as
+    /// everything else the sample TEE says).
+    pub fn reporting(host_data: Option<&str>, init_data_digest: Option<&[u8]>) -> Self {
+        Self {
+            init_data: host_data
+                .map(str::to_owned)
+                .or_else(|| init_data_digest.map(hex::encode)),
+        }
+    }
+}
+
 impl Attester for SampleAttester {
     fn tee(&self) -> Tee {
         Tee::Sample

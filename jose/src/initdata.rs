@@ -25,6 +25,9 @@ pub const MAGIC: &[u8; 8] = b"initdata";
 pub const MAX_LEN: u64 = 4 * 1024 * 1024;
 /// The pod annotation Kata's runtime turns into the initdata device.
 pub const ANNOTATION: &str = "io.katacontainers.config.hypervisor.cc_init_data";
+/// The KBS reference value listing the initdata digests ([`Initdata::digest_hex`])
+/// the attestation policies accept.
+pub const REFERENCE_VALUE: &str = "init_data_digest";
 const SECTOR: usize = 512;
 
 /// Why an initdata disk, annotation or document was refused.
@@ -45,6 +48,31 @@ pub enum InitdataError {
     /// Refused by the shared parser (TOML, version, algorithm, `[data]` entries).
     #[error(transparent)]
     Parse(#[from] ParseError),
+    #[error("reference value {REFERENCE_VALUE} is {0}, not a list of digests")]
+    ReferenceShape(String),
+}
+
+/// The registered [`REFERENCE_VALUE`] (`current`, as the KBS returns it; `None`
+/// when unset) with `digest` added once, so several workloads stay registered.
+/// A value of another shape is refused, not overwritten.
+pub fn with_registered_digest(
+    current: Option<serde_json::Value>,
+    digest: &str,
+) -> Result<serde_json::Value, InitdataError> {
+    use serde_json::Value;
+    let mut list = match current {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(single @ Value::String(_)) => vec![single],
+        Some(other) => return Err(InitdataError::ReferenceShape(other.to_string())),
+    };
+    let known = list
+        .iter()
+        .any(|v| v.as_str().is_some_and(|s| s.eq_ignore_ascii_case(digest)));
+    if !known {
+        list.push(Value::String(digest.to_owned()));
+    }
+    Ok(Value::Array(list))
 }
 
 /// A parsed, validated initdata document.
@@ -178,6 +206,33 @@ impl Initdata {
 mod tests {
     use super::*;
     use sha2::Digest as _;
+
+    #[test]
+    fn registered_digests_accumulate() {
+        let a = Initdata::parse(DOC).unwrap().digest_hex();
+        let b = Initdata::parse(&DOC.replace("sha384", "sha256"))
+            .unwrap()
+            .digest_hex();
+        assert_eq!((a.len(), b.len()), (96, 64));
+        let one = with_registered_digest(None, &a).unwrap();
+        assert_eq!(one, serde_json::json!([a]));
+        let two = with_registered_digest(Some(one), &b).unwrap();
+        assert_eq!(two, serde_json::json!([a, b]));
+        // Registering again changes nothing, whatever the case of the hex.
+        assert_eq!(with_registered_digest(Some(two.clone()), &a).unwrap(), two);
+        let upper = b.to_uppercase();
+        assert_eq!(
+            with_registered_digest(Some(two.clone()), &upper).unwrap(),
+            two
+        );
+        // A single registered value is kept; other shapes are not overwritten.
+        let single = with_registered_digest(Some(serde_json::json!(a)), &b).unwrap();
+        assert_eq!(single, serde_json::json!([a, b]));
+        assert!(matches!(
+            with_registered_digest(Some(serde_json::json!({"x": 1})), &a),
+            Err(InitdataError::ReferenceShape(_))
+        ));
+    }
 
     const DOC: &str = "version = \"0.1.0\"\nalgorithm = \"sha384\"\n\n[data]\n\"policy.rego\" = '''\npackage agent_policy\ndefault CreateContainerRequest := true\n'''\n\"aa.toml\" = \"[token_configs]\\n\"\n";
 

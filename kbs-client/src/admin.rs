@@ -70,6 +70,14 @@ enum Verb {
     },
     /// Print all reference values.
     GetReferenceValues,
+    /// Register a workload's initdata: its digest is added to the
+    /// `init_data_digest` reference value (kept: the digests already there), so
+    /// the attestation policies accept evidence bound to it. Prints the digest.
+    RegisterInitdata {
+        /// The initdata TOML exactly as the pod ships it (the digest is over
+        /// these bytes).
+        file: PathBuf,
+    },
 }
 
 /// Trustee's RVPS sample message: `payload` is base64 (standard alphabet) of the JSON
@@ -147,6 +155,46 @@ fn http(cert_file: Option<&Path>) -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
+/// Read-modify-write of `init_data_digest`. Not atomic: two admins
+/// registering at the same moment can lose one digest (fails closed: that
+/// workload is refused until registered again).
+async fn register_initdata(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    file: &Path,
+) -> anyhow::Result<()> {
+    let name = coco_jose::initdata::REFERENCE_VALUE;
+    let toml =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let digest = coco_jose::initdata::Initdata::parse(&toml)
+        .with_context(|| format!("{} is not valid initdata", file.display()))?
+        .digest_hex();
+    let resp = client
+        .get(format!("{base}/reference-value/{name}"))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    let current = match resp.status() {
+        reqwest::StatusCode::NOT_FOUND => None,
+        s if s.is_success() => Some(resp.json().await.context("reference value")?),
+        s => bail!("KBS answered {s}: {}", resp.text().await?),
+    };
+    let list = coco_jose::initdata::with_registered_digest(current, &digest)?;
+    let resp = client
+        .post(format!("{base}/reference-value"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ name: list }))
+        .send()
+        .await?;
+    let status = resp.status();
+    if !status.is_success() {
+        bail!("KBS answered {status}: {}", resp.text().await?);
+    }
+    println!("{digest}");
+    Ok(())
+}
+
 pub async fn run(url: &str, cert_file: Option<&Path>, args: &ConfigArgs) -> anyhow::Result<()> {
     let token = match (&args.admin_token_file, &args.auth_private_key) {
         (Some(f), _) => std::fs::read_to_string(f)
@@ -199,6 +247,10 @@ pub async fn run(url: &str, cert_file: Option<&Path>, args: &ConfigArgs) -> anyh
             client.post(format!("{base}/reference-value")).json(&v)
         }
         Verb::GetReferenceValues => client.get(format!("{base}/reference-value")),
+        // Two requests of its own.
+        Verb::RegisterInitdata { file } => {
+            return register_initdata(&client, &base, &token, file).await
+        }
     };
     let resp = req.bearer_auth(token).send().await?;
     let status = resp.status();

@@ -18,6 +18,10 @@ use std::sync::Arc;
 ///   kbs-client --url URL config --auth-private-key admin.key set-resource --path default/key/1 --resource-file key.bin
 ///   kbs-client mint-admin-token --private-key admin.key --ttl 1h > token
 ///   kbs-client --url URL config --admin-token-file token set-resource-policy --policy-file policy.rego
+///
+/// Register a pod's initdata (the default attestation policies trust only
+/// evidence bound to a registered one):
+///   kbs-client --url URL config --auth-private-key admin.key register-initdata initdata.toml
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, verbatim_doc_comment)]
 struct Cli {
@@ -112,8 +116,18 @@ enum Command {
     },
 }
 
-fn attester_for(choice: AttesterChoice) -> anyhow::Result<Arc<dyn attester::Attester>> {
+/// The attester, with the initdata (if any) bound to it: a TEE must carry its
+/// digest from launch; the sample TEE reports it.
+fn attester_for(
+    choice: AttesterChoice,
+    init_data_toml: Option<&str>,
+) -> anyhow::Result<Arc<dyn attester::Attester>> {
     use attester::detect::AttesterKind;
+    let digest = init_data_toml
+        .map(coco_jose::initdata::Initdata::parse)
+        .transpose()
+        .context("initdata")?
+        .map(|d| d.digest().to_vec());
     let kind = match choice {
         AttesterChoice::Auto => AttesterKind::Auto,
         AttesterChoice::Sample => AttesterKind::Sample,
@@ -121,10 +135,19 @@ fn attester_for(choice: AttesterChoice) -> anyhow::Result<Arc<dyn attester::Atte
         AttesterChoice::Tdx => AttesterKind::Tdx,
         AttesterChoice::Tpm => AttesterKind::Tpm,
     };
-    Ok(Arc::from(attester::detect::build(
-        kind,
-        &attester::detect::RealHost,
-    )?))
+    let attester: Arc<dyn attester::Attester> = match kind {
+        AttesterKind::Sample => Arc::new(attester::sample::SampleAttester::reporting(
+            None,
+            digest.as_deref(),
+        )),
+        kind => Arc::from(attester::detect::build(kind, &attester::detect::RealHost)?),
+    };
+    if let Some(d) = &digest {
+        attester
+            .bind_init_data(d)
+            .context("binding the initdata to the TEE")?;
+    }
+    Ok(attester)
 }
 
 fn client(cli: &Cli, a: &AttestArgs) -> anyhow::Result<KbsClient> {
@@ -140,7 +163,7 @@ fn client(cli: &Cli, a: &AttestArgs) -> anyhow::Result<KbsClient> {
     };
     Ok(KbsClient::new(
         &cli.url,
-        attester_for(a.attester)?,
+        attester_for(a.attester, init_data_toml.as_deref())?,
         ClientOptions {
             ca_pem,
             init_data_toml,

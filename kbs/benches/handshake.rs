@@ -14,7 +14,7 @@ mod common;
 
 use attester::kbs_client::{ClientOptions, KbsClient};
 use attester::sample::SampleAttester;
-use common::{KbsProcess, ALLOW_SAMPLE};
+use common::{KbsProcess, POD_INIT_DATA};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,11 +50,17 @@ async fn level(t: &Arc<Target>, concurrency: usize, total: usize) -> (f64, Durat
             let mut lat = Vec::with_capacity(per_task);
             for _ in 0..per_task {
                 let s = Instant::now();
+                // With initdata, as a pod sends it (the KBS parses and hashes it).
+                let digest = coco_jose::initdata::Initdata::parse(POD_INIT_DATA)
+                    .expect("initdata")
+                    .digest()
+                    .to_vec();
                 let client = KbsClient::new(
                     &t.url,
-                    Arc::new(SampleAttester::default()),
+                    Arc::new(SampleAttester::reporting(None, Some(&digest))),
                     ClientOptions {
                         ca_pem: Some(t.ca_pem.clone()),
+                        init_data_toml: Some(POD_INIT_DATA.to_owned()),
                         ..Default::default()
                     },
                 )
@@ -176,7 +182,7 @@ fn main() {
             "[rate_limit]\nauth_per_second = 1000000.0\nauth_burst = 1000000.0",
         );
         kbs.set_resource("default/key/bench", b"bench-secret").await;
-        kbs.set_resource_policy(ALLOW_SAMPLE).await;
+        kbs.allow_sample().await;
         let mut targets = vec![Arc::new(Target {
             name: "coco kbs",
             url: kbs.url.clone(),

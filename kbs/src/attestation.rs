@@ -189,10 +189,23 @@ fn probe(policy: &CompiledPolicy) -> Result<Dialect, PolicyError> {
     Ok(dialect)
 }
 
-/// The policy input: ours (`tee`, `claims`, `init_data`) and, under the TEE's
-/// name, the claims again, where Trustee's policies look for them
-/// (`input.sample`, `input.snp`, ...: its `transform_claims` @78962cd).
-fn policy_input(tee: &str, claims: &Value, init_data: Option<&Value>) -> Value {
+/// The initdata as the attestation policy (`input.init_data`) and the token
+/// (claim `init_data`, so resource policies) see it: `digest` is the lowercase
+/// hex of the whole digest with the document's own algorithm, the form of the
+/// `init_data_digest` reference value (`coco_jose::initdata::REFERENCE_VALUE`).
+pub fn init_data_input(init_data: &coco_jose::binding::InitData) -> Value {
+    json!({
+        "digest": hex::encode(&init_data.digest),
+        "algorithm": init_data.algorithm,
+        "data": init_data.data,
+    })
+}
+
+/// The policy input: ours (`tee`, `claims`, `init_data` from
+/// [`init_data_input`] or null) and, under the TEE's name, the claims again,
+/// where Trustee's policies look for them (`input.sample`, `input.snp`, ...:
+/// its `transform_claims` @78962cd).
+pub fn policy_input(tee: &str, claims: &Value, init_data: Option<&Value>) -> Value {
     let mut input = json!({
         "tee": tee,
         "claims": claims,

@@ -222,9 +222,7 @@ async fn appraise(
         ),
         None => None,
     };
-    let init_json = init_data.as_ref().map(
-        |d| json!({"digest": hex::encode(&d.digest), "algorithm": d.algorithm, "data": d.data}),
-    );
+    let init_json = init_data.as_ref().map(crate::attestation::init_data_input);
 
     let evidence = att.tee_evidence.primary_evidence;
     let verdict = {

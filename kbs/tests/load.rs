@@ -6,8 +6,7 @@
 
 mod common;
 
-use attester::sample::SampleAttester;
-use common::{KbsProcess, ALLOW_SAMPLE};
+use common::{KbsProcess, POD_INIT_DATA};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -22,7 +21,7 @@ async fn run_round(kbs: &Arc<KbsProcess>, rounds: usize, errors: &Arc<AtomicUsiz
         let errors = errors.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..rounds {
-                let client = kbs.client(Arc::new(SampleAttester::default()), false);
+                let client = kbs.sample_client(POD_INIT_DATA, false);
                 match client.get_resource("default/key/load").await {
                     Ok(v) if v.as_slice() == b"load-secret" => {}
                     Ok(_) => {
@@ -49,7 +48,7 @@ async fn sixty_four_clients_two_hundred_handshakes_each() {
         "[rate_limit]\nauth_per_second = 1000000.0\nauth_burst = 1000000.0\n[session]\nmax_sessions = 1024",
     ));
     kbs.set_resource("default/key/load", b"load-secret").await;
-    kbs.set_resource_policy(ALLOW_SAMPLE).await;
+    kbs.allow_sample().await;
     let errors = Arc::new(AtomicUsize::new(0));
 
     run_round(&kbs, WARMUP_ROUNDS, &errors).await;

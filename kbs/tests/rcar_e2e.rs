@@ -9,7 +9,7 @@ use attester::kbs_client::KbsClientError;
 use attester::sample::SampleAttester;
 use attester::Attester;
 use coco_jose::keys::TeeKeyPair;
-use common::{KbsProcess, ALLOW_SAMPLE};
+use common::{KbsProcess, ALLOW_SAMPLE, POD_INIT_DATA};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -80,9 +80,9 @@ fn refused_kind(e: &KbsClientError) -> (u16, String) {
 async fn sample_attests_and_gets_a_resource_when_policy_allows() {
     let kbs = KbsProcess::start("");
     kbs.set_resource("default/key/1", b"the-key").await;
-    kbs.set_resource_policy(ALLOW_SAMPLE).await;
+    kbs.allow_sample().await;
     for rsa in [false, true] {
-        let client = kbs.client(sample(), rsa);
+        let client = kbs.sample_client(POD_INIT_DATA, rsa);
         let got = client.get_resource("default/key/1").await.unwrap();
         assert_eq!(got.as_slice(), b"the-key");
         // The token is reused: a second fetch needs no new handshake.
@@ -91,11 +91,58 @@ async fn sample_attests_and_gets_a_resource_when_policy_allows() {
     }
     // Unknown resource: 404, after the policy allowed the path.
     let err = kbs
-        .client(sample(), false)
+        .sample_client(POD_INIT_DATA, false)
         .get_resource("default/key/missing")
         .await
         .unwrap_err();
     assert_eq!(refused_kind(&err), (404, "ResourceNotFound".into()));
+}
+
+/// The default attestation policy trusts the sample TEE (as far as it ever
+/// does: "warning") only with a registered initdata, so even a resource policy
+/// that accepts warnings releases nothing to a pod whose initdata the owner did
+/// not register, or that sends none.
+#[tokio::test]
+async fn sample_gets_nothing_without_registered_initdata() {
+    let kbs = KbsProcess::start("");
+    kbs.set_resource("default/key/1", b"the-key").await;
+    kbs.set_resource_policy(ALLOW_SAMPLE).await;
+    let swapped = POD_INIT_DATA.replace("false", "true");
+    let denied = |client: attester::kbs_client::KbsClient| async move {
+        let err = client.get_resource("default/key/1").await.unwrap_err();
+        assert_eq!(refused_kind(&err), (401, "PolicyDeny".into()));
+    };
+    denied(kbs.sample_client(POD_INIT_DATA, false)).await;
+    kbs.register_init_data(&[POD_INIT_DATA]).await;
+    denied(kbs.client(sample(), false)).await;
+    denied(kbs.sample_client(&swapped, false)).await;
+    let got = kbs
+        .sample_client(POD_INIT_DATA, false)
+        .get_resource("default/key/1")
+        .await
+        .unwrap();
+    assert_eq!(got.as_slice(), b"the-key");
+    // The token says why: its status and the initdata digest it was issued for.
+    let token = kbs.sample_client(&swapped, false).attest().await.unwrap();
+    let claims = token_claims(&token);
+    assert_eq!(claims["submods"]["cpu0"]["ear.status"], "contraindicated");
+    assert_eq!(
+        claims["init_data"]["digest"],
+        coco_jose::initdata::Initdata::parse(&swapped)
+            .unwrap()
+            .digest_hex()
+    );
+}
+
+fn token_claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -301,8 +348,12 @@ async fn expired_session_is_rejected() {
 async fn tampered_or_foreign_tokens_are_rejected() {
     let kbs = KbsProcess::start("");
     kbs.set_resource("default/key/1", b"k").await;
-    kbs.set_resource_policy(ALLOW_SAMPLE).await;
-    let token = kbs.client(sample(), false).attest().await.unwrap();
+    kbs.allow_sample().await;
+    let token = kbs
+        .sample_client(POD_INIT_DATA, false)
+        .attest()
+        .await
+        .unwrap();
     let http = kbs.http();
     let get = |t: String| {
         let http = http.clone();
@@ -347,8 +398,12 @@ async fn tampered_or_foreign_tokens_are_rejected() {
 #[tokio::test]
 async fn path_tricks_are_refused_and_write_nothing_outside() {
     let kbs = KbsProcess::start("");
-    kbs.set_resource_policy(ALLOW_SAMPLE).await;
-    let token = kbs.client(sample(), false).attest().await.unwrap();
+    kbs.allow_sample().await;
+    let token = kbs
+        .sample_client(POD_INIT_DATA, false)
+        .attest()
+        .await
+        .unwrap();
     let http = kbs.http();
     // Dot segments, sent raw: an HTTP client would normalize them away.
     for bad in [
@@ -537,17 +592,21 @@ async fn admin_api_is_closed_without_an_admin_key() {
 async fn resources_policies_and_reference_values_survive_a_restart() {
     let mut kbs = KbsProcess::start("");
     kbs.set_resource("default/key/1", b"persisted").await;
-    kbs.set_resource_policy(ALLOW_SAMPLE).await;
+    kbs.allow_sample().await;
     let rv = json!({"sample_svn": ["1"]});
     assert_eq!(
         kbs.admin(Method::POST, "reference-value", rv.to_string().into_bytes())
             .await,
         200
     );
-    let token_before = kbs.client(sample(), false).attest().await.unwrap();
+    let token_before = kbs
+        .sample_client(POD_INIT_DATA, false)
+        .attest()
+        .await
+        .unwrap();
     kbs.restart();
     let got = kbs
-        .client(sample(), false)
+        .sample_client(POD_INIT_DATA, false)
         .get_resource("default/key/1")
         .await
         .unwrap();
@@ -561,6 +620,12 @@ async fn resources_policies_and_reference_values_survive_a_restart() {
         .unwrap();
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["sample_svn"], json!(["1"]));
+    assert_eq!(
+        v[coco_jose::initdata::REFERENCE_VALUE],
+        json!([coco_jose::initdata::Initdata::parse(POD_INIT_DATA)
+            .unwrap()
+            .digest_hex()])
+    );
     // Tokens issued before the restart still verify (the signing key persisted).
     let s = kbs
         .http()

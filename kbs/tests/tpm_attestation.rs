@@ -1,7 +1,8 @@
 //! TPM attestation end to end without HTTP: a real swtpm quotes through our
-//! attester, the KBS verifier checks the quote, and the default TPM rules in
-//! `policies/attestation/tpm.rego` (evaluated with regorus) judge the claims
-//! against reference values taken from the swtpm itself.
+//! attester, the KBS verifier checks the quote, and the KBS's built-in default
+//! attestation policy (`policies/attestation/`, on the KBS's policy engine) judges
+//! the claims against reference values taken from the swtpm itself and the
+//! registered initdata.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on failure
 
@@ -11,13 +12,16 @@ use attester::tpm::{
 };
 use attester::Attester;
 use base64::Engine;
+use coco_jose::binding::InitData;
+use coco_jose::initdata::REFERENCE_VALUE;
 use kbs::verifier::tpm::{TpmClaims, TpmConfig, TpmError, TpmVerifier};
 use kbs::verifier::{Expected, TeeClaims, Verifier, VerifierError};
 use sha2::{Digest, Sha256, Sha384};
 
-const TPM_RULES: &str = include_str!("../policies/attestation/tpm.rego");
-/// The engine's base module as the contract describes it (the lead's file).
-const BASE: &str = "package policy\n\ndefault status := \"contraindicated\"\n";
+#[path = "common/default_policy.rs"]
+mod default_policy;
+use default_policy::status;
+
 const SAMPLE: &str = include_str!("../testdata/tpm/evidence.json");
 
 fn b64() -> base64::engine::GeneralPurpose {
@@ -34,26 +38,30 @@ fn report_data(nonce: &[u8]) -> [u8; 48] {
     Sha384::digest(runtime.as_bytes()).into()
 }
 
-fn policy_status(claims: &TpmClaims, tee: &str, reference: &serde_json::Value) -> String {
-    let mut engine = regorus::Engine::new();
-    engine.add_policy("base.rego".into(), BASE.into()).unwrap();
-    engine
-        .add_policy("tpm.rego".into(), TPM_RULES.into())
-        .unwrap();
-    let data = serde_json::json!({ "reference": reference });
-    engine
-        .add_data(regorus::Value::from_json_str(&data.to_string()).unwrap())
-        .unwrap();
-    let input = serde_json::json!({ "tee": tee, "claims": claims, "init_data": null });
-    engine.set_input(regorus::Value::from_json_str(&input.to_string()).unwrap());
-    let v = engine.eval_rule("data.policy.status".into()).unwrap();
-    v.as_string().unwrap().to_string()
+/// The initdata the pod ships (its digest is what PCR 8 carries).
+const INIT_DATA: &str = "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"policy.rego\" = \"package agent_policy\\ndefault ExecProcessRequest := false\\n\"\n";
+
+fn init_data(toml: &str) -> InitData {
+    coco_jose::binding::parse_init_data("toml", toml).unwrap()
 }
 
-/// Reference values as an operator registers them at provisioning time.
+fn policy_status(
+    claims: &TpmClaims,
+    tee: &str,
+    init: Option<&InitData>,
+    reference: &serde_json::Value,
+) -> String {
+    status(tee, &serde_json::to_value(claims).unwrap(), init, reference)
+}
+
+/// Reference values as an operator registers them at provisioning time: the AK,
+/// PCRs and the pod's initdata.
 fn references(ak_public_b64: &str, pcrs: &[(u8, [u8; 32])]) -> serde_json::Value {
     let ak = hex::encode(Sha256::digest(b64().decode(ak_public_b64).unwrap()));
-    let mut r = serde_json::json!({ "tpm_ak": [ak] });
+    let mut r = serde_json::json!({
+        "tpm_ak": [ak],
+        REFERENCE_VALUE: [hex::encode(init_data(INIT_DATA).digest)],
+    });
     for (i, v) in pcrs {
         r[format!("tpm_pcr{i:02}")] = serde_json::json!([hex::encode(v)]);
     }
@@ -103,6 +111,9 @@ fn round_trip(algorithm: AkAlgorithm) {
         .extend_pcr(4, &Sha256::digest(b"kernel").into())
         .unwrap();
     let attester = TpmAttester::with_tcti(&tpm.tcti(), ak, no_log()).unwrap();
+    // The guest binds its initdata into PCR 8 before anything asks for evidence.
+    let init = init_data(INIT_DATA);
+    attester.bind_init_data(&init.digest).unwrap();
 
     // Provisioning: record the AK and the PCRs the platform has now.
     let provisioning = attester.evidence(&[0; 48]).unwrap();
@@ -117,20 +128,43 @@ fn round_trip(algorithm: AkAlgorithm) {
     // A session: nonce → report_data → quote → verify → policy.
     let rd = report_data(b"session nonce 1");
     let ev = attester.evidence(&rd).unwrap();
-    let claims = verify(&ev, rd, None).unwrap();
+    let claims = verify(&ev, rd, Some(&init.digest)).unwrap();
     assert!(claims.ak_template_checked);
+    assert!(claims.init_data_bound);
     assert_eq!(claims.ak_hierarchy.as_deref(), Some("endorsement"));
     assert_eq!(claims.report_data, hex::encode(&rd[..32]));
     assert_eq!(claims.pcrs.len(), 16);
-    assert_eq!(policy_status(&claims, "tpm", &reference), "affirming");
-    assert_eq!(policy_status(&claims, "snp", &reference), "contraindicated");
+    let init = Some(&init);
+    assert_eq!(policy_status(&claims, "tpm", init, &reference), "affirming");
+    assert_eq!(
+        policy_status(&claims, "snp", init, &reference),
+        "contraindicated"
+    );
+    // The same quote without the initdata sent: nothing pins the pod's policy.
+    let unsent = verify(&ev, rd, None).unwrap();
+    assert_eq!(
+        policy_status(&unsent, "tpm", None, &reference),
+        "contraindicated"
+    );
+    // Registered workloads that are not this one.
+    let mut others = reference.clone();
+    others[REFERENCE_VALUE] = serde_json::json!([hex::encode(
+        init_data(&INIT_DATA.replace("false", "true")).digest
+    )]);
+    assert_eq!(
+        policy_status(&claims, "tpm", init, &others),
+        "contraindicated"
+    );
 
     // The AK template as TPM2B_PUBLIC (tpm2-tools' format) verifies the same.
     let mut tpm2b = ev.clone();
     let t = b64().decode(ev["ak_tpm_public"].as_str().unwrap()).unwrap();
     let t = [(t.len() as u16).to_be_bytes().as_slice(), &t].concat();
     tpm2b["ak_tpm_public"] = b64().encode(t).into();
-    assert_eq!(verify(&tpm2b, rd, None).unwrap(), claims);
+    assert_eq!(
+        verify(&tpm2b, rd, init.map(|i| i.digest.as_slice())).unwrap(),
+        claims
+    );
 
     // Evidence of this session presented in another one.
     let err = verify(&ev, report_data(b"session nonce 2"), None).unwrap_err();
@@ -142,15 +176,18 @@ fn round_trip(algorithm: AkAlgorithm) {
         .unwrap();
     let rd = report_data(b"session nonce 3");
     let ev = attester.evidence(&rd).unwrap();
-    let claims = verify(&ev, rd, None).unwrap();
-    assert_eq!(policy_status(&claims, "tpm", &reference), "contraindicated");
+    let claims = verify(&ev, rd, init.map(|i| i.digest.as_slice())).unwrap();
+    assert_eq!(
+        policy_status(&claims, "tpm", init, &reference),
+        "contraindicated"
+    );
     // ... and accepted again once the operator registers the new value.
     let mut updated = reference.clone();
     updated["tpm_pcr05"]
         .as_array_mut()
         .unwrap()
         .push(claims.pcrs["05"].clone().into());
-    assert_eq!(policy_status(&claims, "tpm", &updated), "affirming");
+    assert_eq!(policy_status(&claims, "tpm", init, &updated), "affirming");
 }
 
 #[test]
@@ -224,7 +261,7 @@ fn policy_on_the_trustee_sample() {
         .unwrap();
     let attest = kbs::verifier::tpm::wire::parse_quote_attest(&msg).unwrap();
     let rd: [u8; 48] = attest.extra_data[..48].try_into().unwrap();
-    let claims = TpmVerifier::default()
+    let mut claims = TpmVerifier::default()
         .verify_evidence(
             &serde_json::from_value(ev.clone()).unwrap(),
             &Expected {
@@ -236,36 +273,48 @@ fn policy_on_the_trustee_sample() {
     let zero = [0u8; 32];
     let ak = ev["ak_public"].as_str().unwrap();
     let good = references(ak, &[(0, zero), (7, zero), (17, [0xff; 32])]);
-    assert_eq!(policy_status(&claims, "tpm", &good), "affirming");
+    // The sample was taken without initdata: never affirmed as it is.
+    assert_eq!(
+        policy_status(&claims, "tpm", None, &good),
+        "contraindicated"
+    );
+    // Its AK and PCR rules are exercised below as if the initdata had been bound
+    // (the swtpm tests above bind it for real).
+    let init = init_data(INIT_DATA);
+    claims.init_data = Some(hex::encode(&init.digest));
+    claims.init_data_bound = true;
+    let bound_status =
+        |c: &TpmClaims, tee: &str, r: &serde_json::Value| policy_status(c, tee, Some(&init), r);
+    assert_eq!(bound_status(&claims, "tpm", &good), "affirming");
     // AK alone, no PCR references: trusted key, nothing about the boot required.
     assert_eq!(
-        policy_status(&claims, "tpm", &references(ak, &[])),
+        bound_status(&claims, "tpm", &references(ak, &[])),
         "affirming"
     );
     // Reference values may be upper case hex.
     let mut upper = good.clone();
     upper["tpm_ak"][0] = upper["tpm_ak"][0].as_str().unwrap().to_uppercase().into();
-    assert_eq!(policy_status(&claims, "tpm", &upper), "affirming");
+    assert_eq!(bound_status(&claims, "tpm", &upper), "affirming");
     // Unknown AK.
     let mut bad_ak = good.clone();
     bad_ak["tpm_ak"] = serde_json::json!(["00".repeat(32)]);
-    assert_eq!(policy_status(&claims, "tpm", &bad_ak), "contraindicated");
+    assert_eq!(bound_status(&claims, "tpm", &bad_ak), "contraindicated");
     // No AK reference at all.
     let mut no_ak = good.clone();
     no_ak.as_object_mut().unwrap().remove("tpm_ak");
-    assert_eq!(policy_status(&claims, "tpm", &no_ak), "contraindicated");
+    assert_eq!(bound_status(&claims, "tpm", &no_ak), "contraindicated");
     // A PCR that does not match any accepted value.
     let mut bad_pcr = good.clone();
     bad_pcr["tpm_pcr07"] = serde_json::json!(["11".repeat(32), "22".repeat(32)]);
-    assert_eq!(policy_status(&claims, "tpm", &bad_pcr), "contraindicated");
+    assert_eq!(bound_status(&claims, "tpm", &bad_pcr), "contraindicated");
     // A reference for a PCR the quote does not cover fails closed.
     let mut uncovered = good.clone();
     uncovered["tpm_pcr30"] = serde_json::json!(["00".repeat(32)]);
-    assert_eq!(policy_status(&claims, "tpm", &uncovered), "contraindicated");
+    assert_eq!(bound_status(&claims, "tpm", &uncovered), "contraindicated");
     // References of other TEEs are ignored.
     let mut mixed = good.clone();
     mixed["snp_launch_measurement"] = serde_json::json!(["ab"]);
-    assert_eq!(policy_status(&claims, "tpm", &mixed), "affirming");
+    assert_eq!(bound_status(&claims, "tpm", &mixed), "affirming");
 }
 
 /// A crypto-agile TCG event log (SHA-256 only) with the given events, as

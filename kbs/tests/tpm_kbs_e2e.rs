@@ -1,6 +1,7 @@
 //! TPM attestation through the whole KBS over TLS: a real swtpm quotes the
 //! KBS's nonce through our attester, the KBS verifies it, the default policies
-//! (no test policy!) release a resource; after a PCR changes, they refuse.
+//! (no test policy!) release a resource to the registered initdata; without it,
+//! or after a PCR changes, they refuse.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -10,7 +11,7 @@ use attester::tpm::swtpm::Swtpm;
 use attester::tpm::{AkConfig, EsapiTpm, TpmAttester, TpmAttesterConfig, TpmDevice};
 use attester::Attester;
 use base64::Engine;
-use common::KbsProcess;
+use common::{KbsProcess, POD_INIT_DATA};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
@@ -33,12 +34,20 @@ async fn swtpm_guest_gets_a_resource_until_a_pcr_changes() {
         .unwrap(),
     );
 
-    // Provisioning: the operator records the AK and the PCRs of a good boot.
+    // The guest binds its initdata into PCR 8 first.
+    let init = coco_jose::initdata::Initdata::parse(POD_INIT_DATA).unwrap();
+    attester.bind_init_data(init.digest()).unwrap();
+
+    // Provisioning: the operator records the AK, the PCRs of a good boot and the
+    // pod's initdata.
     let provisioning = attester.evidence(&[0; 48]).unwrap();
     let ak_der = base64::engine::general_purpose::STANDARD
         .decode(provisioning["ak_public"].as_str().unwrap())
         .unwrap();
-    let mut reference = serde_json::json!({ "tpm_ak": [hex::encode(Sha256::digest(&ak_der))] });
+    let mut reference = serde_json::json!({
+        "tpm_ak": [hex::encode(Sha256::digest(&ak_der))],
+        coco_jose::initdata::REFERENCE_VALUE: [init.digest_hex()],
+    });
     let pcr_list: Vec<u8> = (0..16).collect();
     for (i, v) in pcr_list.iter().zip(device.read_pcrs(&pcr_list).unwrap()) {
         reference[format!("tpm_pcr{i:02}")] = serde_json::json!([hex::encode(v)]);
@@ -56,18 +65,28 @@ async fn swtpm_guest_gets_a_resource_until_a_pcr_changes() {
     assert_eq!(status, 200);
 
     let got = kbs
-        .client(attester.clone(), false)
+        .client_with_init_data(attester.clone(), false, Some(POD_INIT_DATA))
         .get_resource("default/key/tpm")
         .await
         .unwrap();
     assert_eq!(got.as_slice(), b"tpm-secret");
+    // The same guest without its initdata sent: nothing pins the pod's policy.
+    let err = kbs
+        .client(attester.clone(), false)
+        .get_resource("default/key/tpm")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, KbsClientError::Refused { status: 401, kind, .. } if kind == "PolicyDeny"),
+        "{err}"
+    );
 
     // Something is measured after the reference values were registered.
     device
         .extend_pcr(5, &Sha256::digest(b"rootkit").into())
         .unwrap();
     let err = kbs
-        .client(attester, false)
+        .client_with_init_data(attester, false, Some(POD_INIT_DATA))
         .get_resource("default/key/tpm")
         .await
         .unwrap_err();

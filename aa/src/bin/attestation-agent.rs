@@ -74,12 +74,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|d| d.digest);
 
     let attester: Arc<dyn Attester> = match cli.attester {
-        AttesterKind::Sample => Arc::new(SampleAttester {
-            init_data: cli
-                .sample_init_data_digest
-                .clone()
-                .or_else(|| digest.as_ref().map(hex::encode)),
-        }),
+        AttesterKind::Sample => Arc::new(SampleAttester::reporting(
+            cli.sample_init_data_digest.as_deref(),
+            digest.as_deref(),
+        )),
         kind => Arc::from(attester::detect::build(kind, &RealHost)?),
     };
     if let Some(d) = &digest {

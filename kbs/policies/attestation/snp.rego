@@ -13,10 +13,13 @@
 #   snp_min_snp              with the reported TCB, the one the VCEK certifies.
 #   snp_min_microcode
 #   snp_min_fmc              (Turin only)
+#   init_data_digest         accepted initdata digests (see default.rego). Required.
 #
 # Always required: guest policy forbids debugging and migration agents, the
-# report comes from VMPL 0, and when the client sent initdata its digest is bound
-# in HOST_DATA (the verifier refuses a mismatch; this states it positively).
+# report comes from VMPL 0, and the client sent initdata whose digest is bound in
+# HOST_DATA (the verifier refuses a mismatch; this states it positively) and is
+# registered: HOST_DATA is chosen by the host, so binding alone does not stop a
+# host that launches the guest with an initdata of its own.
 package policy
 
 snp_measurement_ok if {
@@ -53,17 +56,10 @@ snp_guest_policy_ok if {
 	input.claims.vmpl == 0
 }
 
-snp_init_data_ok if object.get(input, "init_data", null) == null
-
-snp_init_data_ok if {
-	object.get(input, "init_data", null) != null
-	input.claims.init_data_bound == true
-}
-
 status := "affirming" if {
 	input.tee == "snp"
 	snp_measurement_ok
 	snp_tcb_ok
 	snp_guest_policy_ok
-	snp_init_data_ok
+	init_data_pinned
 }

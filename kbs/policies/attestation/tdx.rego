@@ -14,11 +14,12 @@
 #                     TCB statuses that give "warning" instead of
 #                     "contraindicated". Optional; default: SWHardeningNeeded,
 #                     ConfigurationNeeded, ConfigurationAndSWHardeningNeeded.
+#   init_data_digest  accepted initdata digests (see default.rego). Required.
 #
 # "affirming" needs TCB status UpToDate from Intel's collateral; a quote whose
-# TCB was not evaluated (no collateral) is never affirmed. Always required: the
-# TD is not debuggable, and when the client sent initdata its digest is bound in
-# MRCONFIGID.
+# TCB was not evaluated (no collateral) is never affirmed. Always required (for
+# "warning" too): the TD is not debuggable, and the client sent initdata whose
+# digest is bound in MRCONFIGID and registered (the host chooses MRCONFIGID).
 package policy
 
 tdx_optional_ok(name, value) if not data.reference[name]
@@ -33,18 +34,11 @@ tdx_measurements_ok if {
 	tdx_optional_ok("tdx_mr_seam", input.claims.mr_seam)
 }
 
-tdx_init_data_ok if object.get(input, "init_data", null) == null
-
-tdx_init_data_ok if {
-	object.get(input, "init_data", null) != null
-	input.claims.init_data_bound == true
-}
-
 tdx_base_ok if {
 	input.tee == "tdx"
 	input.claims.debug == false
 	tdx_measurements_ok
-	tdx_init_data_ok
+	init_data_pinned
 }
 
 tdx_default_warning := ["SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded"]

@@ -12,8 +12,13 @@
 #   tpm_pcrNN   NN = 00..23, lowercase hex of an accepted SHA-256 PCR NN value
 #               (claims.pcrs["NN"]). Optional per PCR; every PCR that has a
 #               reference must be covered by the quote and match one of them.
+#   init_data_digest
+#               accepted initdata digests (see default.rego). Required: the
+#               client sent initdata, PCR 8 holds it (claims.init_data_bound) and
+#               its digest is registered. A tpm_pcr08 reference pins it too, but
+#               is optional and covers only the digest's first 32 bytes.
 #
-# Result: "affirming" when both hold. Otherwise the engine's default status
+# Result: "affirming" when all hold. Otherwise the engine's default status
 # ("contraindicated") applies; this file declares no default of its own.
 package policy
 
@@ -21,6 +26,7 @@ status := "affirming" if {
 	input.tee == "tpm"
 	tpm_ak_trusted
 	count(tpm_pcr_mismatches) == 0
+	init_data_pinned
 }
 
 tpm_ak_trusted if {

@@ -212,12 +212,33 @@ impl KbsProcess {
         attester: Arc<dyn attester::Attester>,
         rsa: bool,
     ) -> attester::kbs_client::KbsClient {
+        self.client_with_init_data(attester, rsa, None)
+    }
+
+    /// A sample-TEE client that sends `init_data_toml`, the sample TEE reporting
+    /// its digest as a TEE would carry it from launch.
+    pub fn sample_client(
+        &self,
+        init_data_toml: &str,
+        rsa: bool,
+    ) -> attester::kbs_client::KbsClient {
+        let digest = coco_jose::initdata::Initdata::parse(init_data_toml).unwrap();
+        let attester = attester::sample::SampleAttester::reporting(None, Some(digest.digest()));
+        self.client_with_init_data(Arc::new(attester), rsa, Some(init_data_toml))
+    }
+
+    pub fn client_with_init_data(
+        &self,
+        attester: Arc<dyn attester::Attester>,
+        rsa: bool,
+        init_data_toml: Option<&str>,
+    ) -> attester::kbs_client::KbsClient {
         attester::kbs_client::KbsClient::new(
             &self.url,
             attester,
             attester::kbs_client::ClientOptions {
                 ca_pem: Some(self.ca_pem.clone()),
-                init_data_toml: None,
+                init_data_toml: init_data_toml.map(str::to_owned),
                 key_kind: if rsa {
                     attester::kbs_client::TeeKeyKind::Rsa
                 } else {
@@ -253,6 +274,35 @@ impl KbsProcess {
         assert_eq!(s, 200, "set resource {path}");
     }
 
+    /// Registers exactly these initdata documents (reference value
+    /// `init_data_digest`).
+    pub async fn register_init_data(&self, tomls: &[&str]) {
+        let digests: Vec<String> = tomls
+            .iter()
+            .map(|t| {
+                coco_jose::initdata::Initdata::parse(t)
+                    .unwrap()
+                    .digest_hex()
+            })
+            .collect();
+        let body = serde_json::json!({ coco_jose::initdata::REFERENCE_VALUE: digests });
+        let s = self
+            .admin(
+                reqwest::Method::POST,
+                "reference-value",
+                body.to_string().into_bytes(),
+            )
+            .await;
+        assert_eq!(s, 200, "register initdata");
+    }
+
+    /// [`ALLOW_SAMPLE`] with [`POD_INIT_DATA`] registered: the sample TEE gets
+    /// resources when its client is [`Self::sample_client`] with that initdata.
+    pub async fn allow_sample(&self) {
+        self.set_resource_policy(ALLOW_SAMPLE).await;
+        self.register_init_data(&[POD_INIT_DATA]).await;
+    }
+
     pub async fn set_resource_policy(&self, rego: &str) {
         use base64::Engine;
         let body = serde_json::json!({
@@ -276,7 +326,8 @@ impl Drop for KbsProcess {
 }
 
 /// A resource policy that releases to the sample TEE (tests only: the sample
-/// TEE proves nothing).
+/// TEE proves nothing) when it is not contraindicated, which the default
+/// attestation policy gives it only with a registered initdata.
 pub const ALLOW_SAMPLE: &str = r#"package policy
 default allow := false
 allow if {
@@ -284,3 +335,6 @@ allow if {
     input.submods.cpu0["ear.status"] != "contraindicated"
 }
 "#;
+
+/// The initdata of the tests' pods.
+pub const POD_INIT_DATA: &str = "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"policy.rego\" = \"package agent_policy\\ndefault ExecProcessRequest := false\\n\"\n";

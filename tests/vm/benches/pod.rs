@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
     let allow_all = coco_agent::policy::ALLOW_ALL_POLICY.to_string();
     let mut pod = PodVm::new(initdata_toml(Some(&kbs), &registry, Some(&allow_all)));
     pod.cmdline_extra = "agent.attester=sample".into();
+    kbs.register_initdata(&pod.initdata_toml).await?;
 
     let mut samples = Vec::new();
     for run in 0..runs {

@@ -54,7 +54,8 @@ pub fn pcr8_for(initdata_toml: &str) -> Result<String, VmError> {
 }
 
 /// The KBS reference values for `pod` on `guest`: AK, PCR 4 (kernel) and 9 (initrd +
-/// cmdline) of an OVMF direct boot, PCR 8 (initdata).
+/// cmdline) of an OVMF direct boot, PCR 8 (initdata) and the initdata's digest as
+/// the only registered one (`init_data_digest`).
 pub fn tpm_reference_values(
     guest: &Guest,
     pod: &PodVm,
@@ -79,5 +80,8 @@ pub fn tpm_reference_values(
         "tpm_pcr04": rv[measure::TPM_PCR04],
         "tpm_pcr09": rv[measure::TPM_PCR09],
         "tpm_pcr08": [pcr8_for(&pod.initdata_toml)?],
+        coco_jose::initdata::REFERENCE_VALUE: [coco_image::initdata::Initdata::parse(&pod.initdata_toml)
+            .map_err(|e| VmError::Config(format!("initdata: {e}")))?
+            .digest_hex()],
     }))
 }

@@ -274,10 +274,41 @@ impl Kbs {
         self.admin_post("reference-value", values.to_string().into())
             .await
     }
+
+    /// Registers a pod's initdata as its owner does (`kbs-client config
+    /// register-initdata`): its digest joins the `init_data_digest` reference
+    /// value, without which the default attestation policy trusts no evidence.
+    /// Returns the digest.
+    pub async fn register_initdata(&self, initdata_toml: &str) -> Result<String, VmError> {
+        use coco_jose::initdata::{with_registered_digest, Initdata, REFERENCE_VALUE};
+        let digest = Initdata::parse(initdata_toml)
+            .map_err(|e| VmError::Config(format!("initdata: {e}")))?
+            .digest_hex();
+        let what =
+            |e: &dyn std::fmt::Display| VmError::Config(format!("KBS {REFERENCE_VALUE}: {e}"));
+        let resp = self
+            .http
+            .get(self.admin_url(&format!("reference-value/{REFERENCE_VALUE}")))
+            .bearer_auth(&self.local.admin_token)
+            .send()
+            .await
+            .map_err(|e| what(&e))?;
+        let current = match resp.status() {
+            reqwest::StatusCode::NOT_FOUND => None,
+            s if s.is_success() => Some(resp.json().await.map_err(|e| what(&e))?),
+            s => return Err(what(&s)),
+        };
+        let list = with_registered_digest(current, &digest).map_err(|e| what(&e))?;
+        self.set_reference_values(&serde_json::json!({ REFERENCE_VALUE: list }))
+            .await?;
+        Ok(digest)
+    }
 }
 
 /// A resource policy that releases keys to the (non-confidential) sample TEE:
-/// development only, which is exactly what the tests that use it say.
+/// development only, which is exactly what the tests that use it say. The default
+/// attestation policy gives the sample TEE "warning" only when its initdata is
+/// registered ([`Kbs::register_initdata`]); otherwise this releases nothing.
 pub const ALLOW_SAMPLE_POLICY: &str = "package policy\ndefault allow := false\nallow if {\n    input.tee == \"sample\"\n    input.submods.cpu0[\"ear.status\"] != \"contraindicated\"\n}\n";
 
 /// A resource policy that releases keys to affirmed TPM evidence only, and only

@@ -7,8 +7,11 @@
 
 use std::time::Instant;
 
+use coco_image::initdata::Initdata;
 use vm_tests::guest::Guest;
-use vm_tests::pod::{confidential_policy_with_logs, initdata_toml, PodVm};
+use vm_tests::pod::{
+    attestations_from_serial, confidential_policy_with_logs, initdata_toml, PodVm,
+};
 use vm_tests::services::{AppImage, Kbs, Registry, ALLOW_SAMPLE_POLICY};
 
 const KEK_ID: &str = "kbs:///default/image-kek/app";
@@ -52,6 +55,8 @@ async fn sample_tee_pod_plain_then_encrypted_denied_then_released_exec_refused()
     // No TEE under TCG: the sample attester, named explicitly (never trusted by
     // the KBS's default policy, as the denied step below shows).
     pod.cmdline_extra = "agent.attester=sample".into();
+    // The pod's owner registers its initdata before it attests.
+    f.kbs.register_initdata(&pod.initdata_toml).await.unwrap();
     // Layers and rootfs on dm-crypt with a key that never leaves the guest.
     pod.scratch_mib = Some(512);
     let (vm, mut shim) = pod.boot(&f.guest).await.unwrap();
@@ -156,7 +161,7 @@ async fn tpm_attested_encrypted_pod_and_swapped_initdata_gets_no_key() {
 
     // Reference values: the enrolled AK, the measured boot (kernel in PCR 4,
     // initrd + cmdline in PCR 9, computed from the artifacts) and the pod's
-    // initdata in PCR 8.
+    // initdata in PCR 8, its digest registered.
     let reference = tpm_reference_values(&f.guest, &pod, &ak).unwrap();
     f.kbs.set_reference_values(&reference).await.unwrap();
     f.kbs.set_resource_policy(ALLOW_TPM_POLICY).await.unwrap();
@@ -186,7 +191,7 @@ async fn tpm_attested_encrypted_pod_and_swapped_initdata_gets_no_key() {
 
     // The host swaps the initdata for one whose policy lets it exec into the pod.
     // The guest binds what it got into PCR 8, the KBS sees a PCR 8 it does not
-    // know, and the key stays in the KBS.
+    // know and an initdata nobody registered, and the key stays in the KBS.
     let swapped = initdata_toml(
         Some(&f.kbs),
         &f.registry,
@@ -214,9 +219,8 @@ async fn launch_digest_other_than_the_initdata_makes_the_attester_refuse() {
     // stand-in for SNP HOST_DATA / TDX MRCONFIGID is on the cmdline) but hands it
     // this initdata disk.
     let other = initdata_toml(Some(&f.kbs), &f.registry, None);
-    let other_digest = coco_image::initdata::Initdata::parse(&other)
-        .unwrap()
-        .digest_hex();
+    let other_digest = Initdata::parse(&other).unwrap().digest_hex();
+    f.kbs.register_initdata(&toml).await.unwrap();
     f.kbs
         .set_resource_policy(ALLOW_SAMPLE_POLICY)
         .await
@@ -240,5 +244,58 @@ async fn launch_digest_other_than_the_initdata_makes_the_attester_refuse() {
     assert!(
         !vm.serial().contains("attested to the KBS"),
         "no attestation may happen"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistently_swapped_initdata_attests_but_gets_no_key() {
+    let f = fixture().await;
+    let policy = confidential_policy_with_logs();
+    let good = initdata_toml(Some(&f.kbs), &f.registry, Some(&policy));
+    // The owner registers the pod's initdata; with it the KBS would release the
+    // key to the sample TEE.
+    f.kbs.register_initdata(&good).await.unwrap();
+    f.kbs
+        .set_resource_policy(ALLOW_SAMPLE_POLICY)
+        .await
+        .unwrap();
+    // The host swaps in an allow-all initdata of its own (same KBS, so the guest
+    // still attests there) and launches the VM with the digest of that one, as a
+    // host chooses SNP HOST_DATA / TDX MRCONFIGID: initdata and launch digest
+    // agree, so the guest's attester has nothing to refuse.
+    let swapped = initdata_toml(
+        Some(&f.kbs),
+        &f.registry,
+        Some(coco_agent::policy::ALLOW_ALL_POLICY),
+    );
+    let swapped_digest = Initdata::parse(&swapped).unwrap().digest_hex();
+    assert_ne!(swapped_digest, Initdata::parse(&good).unwrap().digest_hex());
+    let mut pod = PodVm::new(swapped);
+    pod.cmdline_extra = format!("agent.attester=sample agent.sample_host_data={swapped_digest}");
+    let (vm, mut shim) = pod.boot(&f.guest).await.unwrap();
+    assert!(
+        !vm.serial().contains("the attester refused the initdata"),
+        "{}",
+        vm.diagnostics()
+    );
+    shim.setup_network().await.unwrap();
+    shim.create_sandbox("sb").await.unwrap();
+    shim.start_pause().await.unwrap();
+    // The evidence is bound to the swapped initdata, so it verifies; its digest is
+    // not registered, so the appraisal is contraindicated and the key stays.
+    let e = shim.create_app("enc", &f.encrypted).await.unwrap_err();
+    eprintln!("consistently swapped initdata refused as expected: {e}");
+    assert!(e.detail.contains("PolicyDeny"), "{e}");
+    let attestations = attestations_from_serial(&vm.serial());
+    assert!(
+        !attestations.is_empty(),
+        "the guest must have attested\n{}",
+        vm.diagnostics()
+    );
+    assert!(
+        attestations
+            .iter()
+            .all(|a| a.tee == "sample" && a.status == "contraindicated"),
+        "{attestations:?}"
     );
 }

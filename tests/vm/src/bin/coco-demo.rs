@@ -126,6 +126,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Tee::Sample => {
             pod.cmdline_extra = "agent.attester=sample".into();
+            let digest = kbs.register_initdata(&pod.initdata_toml).await?;
+            println!("   registered initdata digest: {digest}");
             kbs.set_resource_policy(ALLOW_SAMPLE_POLICY).await?;
             println!("   resource policy: releases keys to the sample TEE (development only)");
         }
