@@ -129,16 +129,36 @@ impl ImageService for GuestPull {
 
 /// The KBS address and CA from the initdata `aa.toml`
 /// (`[token_configs.kbs] url = ..., cert = ...`), as guest-components reads it.
-pub fn kbs_from_aa_toml(aa_toml: &str) -> Option<(String, Option<String>)> {
-    let doc: toml::Table = aa_toml.parse().ok()?;
-    let kbs = doc.get("token_configs")?.get("kbs")?;
-    let url = kbs.get("url")?.as_str()?.to_owned();
-    let cert = kbs
-        .get("cert")
-        .and_then(|c| c.as_str())
-        .filter(|c| !c.trim().is_empty())
-        .map(str::to_owned);
-    Some((url, cert))
+///
+/// No `[token_configs.kbs]` section is `Ok(None)`; a document that is not TOML, or a
+/// `url`/`cert` that is not a string, is an error: the pod owner's settings are never
+/// ignored silently (the agent would then attest nowhere and pull nothing encrypted).
+pub fn kbs_from_aa_toml(aa_toml: &str) -> Result<Option<(String, Option<String>)>, AaTomlError> {
+    let doc: toml::Table = aa_toml.parse().map_err(AaTomlError::Toml)?;
+    let Some(kbs) = doc.get("token_configs").and_then(|t| t.get("kbs")) else {
+        return Ok(None);
+    };
+    let url = kbs
+        .get("url")
+        .and_then(|u| u.as_str())
+        .ok_or(AaTomlError::Field("url"))?
+        .to_owned();
+    let cert = match kbs.get("cert") {
+        None => None,
+        Some(c) => Some(c.as_str().ok_or(AaTomlError::Field("cert"))?),
+    }
+    .filter(|c| !c.trim().is_empty())
+    .map(str::to_owned);
+    Ok(Some((url, cert)))
+}
+
+/// Why the initdata `aa.toml` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AaTomlError {
+    #[error("initdata aa.toml is not valid TOML: {0}")]
+    Toml(#[source] toml::de::Error),
+    #[error("initdata aa.toml: token_configs.kbs.{0} must be a string")]
+    Field(&'static str),
 }
 
 #[cfg(test)]
@@ -148,15 +168,27 @@ mod tests {
     #[test]
     fn reads_the_kbs_from_aa_toml() {
         let aa = "[token_configs]\n[token_configs.kbs]\nurl = \"https://kbs:8080\"\ncert = \"\"\"\n-----BEGIN CERTIFICATE-----\n\"\"\"\n";
-        let (url, cert) = kbs_from_aa_toml(aa).unwrap();
+        let (url, cert) = kbs_from_aa_toml(aa).unwrap().unwrap();
         assert_eq!(url, "https://kbs:8080");
         assert!(cert.unwrap().contains("BEGIN CERTIFICATE"));
-        assert_eq!(kbs_from_aa_toml("x = 1"), None);
+        assert_eq!(kbs_from_aa_toml("x = 1").unwrap(), None);
         let no_cert = "[token_configs.kbs]\nurl = \"http://10.0.2.2:8080\"\n";
         assert_eq!(
-            kbs_from_aa_toml(no_cert),
+            kbs_from_aa_toml(no_cert).unwrap(),
             Some(("http://10.0.2.2:8080".into(), None))
         );
+        assert!(matches!(
+            kbs_from_aa_toml("[token_configs.kbs\nurl = 1"),
+            Err(AaTomlError::Toml(_))
+        ));
+        assert!(matches!(
+            kbs_from_aa_toml("[token_configs.kbs]\nurl = 1\n"),
+            Err(AaTomlError::Field("url"))
+        ));
+        assert!(matches!(
+            kbs_from_aa_toml("[token_configs.kbs]\nurl = \"u\"\ncert = []\n"),
+            Err(AaTomlError::Field("cert"))
+        ));
     }
 
     use crate::initdata::Initdata;

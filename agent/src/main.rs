@@ -251,11 +251,14 @@ async fn run(cli: Cli, init_mode: bool, no_pivot: bool) -> anyhow::Result<()> {
             tracing::info!("policy from initdata");
             config.policy = PolicySource::Text(p.to_string());
         }
-        if let Some((url, cert)) = data
+        let aa = data
             .data
             .get("aa.toml")
-            .and_then(|t| coco_agent::guest_pull::kbs_from_aa_toml(t))
-        {
+            .map(|t| coco_agent::guest_pull::kbs_from_aa_toml(t))
+            .transpose()
+            .context("reading the KBS settings of the initdata")?
+            .flatten();
+        if let Some((url, cert)) = aa {
             kbs_url.get_or_insert(url);
             if kbs_ca.is_none() {
                 kbs_ca = cert.map(String::into_bytes);
