@@ -101,7 +101,14 @@ impl TokenIssuer {
             "tee-pubkey": a.tee_pubkey,
         });
         if let Some(init) = &a.init_data {
-            claims["init_data"] = init.clone();
+            // What identifies the initdata, not its documents: a generated agent
+            // policy makes `data` tens of KiB, past what a bearer token may be
+            // (coco_jose::jwt::MAX_TOKEN_LEN), and resource policies bind to the
+            // digest. The attestation policy still sees the whole initdata.
+            claims["init_data"] = serde_json::json!({
+                "digest": init.get("digest").cloned().unwrap_or(Value::Null),
+                "algorithm": init.get("algorithm").cloned().unwrap_or(Value::Null),
+            });
         }
         self.key
             .sign(&claims)
@@ -111,5 +118,38 @@ impl TokenIssuer {
     /// Verify one of our tokens; returns its claims.
     pub fn verify(&self, token: &str) -> Result<Value, TokenError> {
         Ok(self.verify.verify(token, coco_jose::now_secs())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_initdata_keeps_the_token_small_and_its_digest_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::storage::FsStore::open(dir.path()).unwrap();
+        let issuer = TokenIssuer::load(None, &store, Duration::from_secs(60)).unwrap();
+        let tee_key = coco_jose::keys::TeeKeyPair::generate_ec().public_jwk();
+        let policy = "x".repeat(64 * 1024);
+        let token = issuer
+            .issue(&Appraisal {
+                tee: "sample",
+                status: "warning",
+                claims: serde_json::json!({}),
+                trust_vector: None,
+                tee_pubkey: &tee_key,
+                init_data: Some(serde_json::json!({
+                    "digest": "ab".repeat(48),
+                    "algorithm": "sha384",
+                    "data": {"policy.rego": policy},
+                })),
+            })
+            .unwrap();
+        assert!(token.len() < coco_jose::jwt::MAX_TOKEN_LEN, "{}", token.len());
+        let claims = issuer.verify(&token).unwrap();
+        assert_eq!(claims["init_data"]["digest"], "ab".repeat(48));
+        assert_eq!(claims["init_data"]["algorithm"], "sha384");
+        assert!(claims["init_data"].get("data").is_none());
     }
 }

@@ -4,7 +4,7 @@
 #   input.tee                                    "snp" | "tdx" | "tpm" | "sample"
 #   input.submods.cpu0["ear.status"]             "affirming" | "warning" | "contraindicated"
 #   input.submods.cpu0["ear.veraison.annotated-evidence"][<tee>]   verified claims
-#   input["init_data"]                           initdata digest and data, if any
+#   input["init_data"]                           {"digest", "algorithm"} of the initdata, if any
 # Data:  data["resource-path"] = ["<repo>", "<type>", "<tag>"], data.plugin = "resource",
 #        data.query = {query parameters} (the shape Trustee's KBS gives)
 # Result: data.policy.allow (boolean; anything else denies)
