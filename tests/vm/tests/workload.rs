@@ -17,7 +17,7 @@ use vm_tests::attacks::{digest_of, pinned, push_with_plain_layer};
 use vm_tests::guest::Guest;
 use vm_tests::k8s::{self, KubeContainer, KubePod};
 use vm_tests::pod::PodVm;
-use vm_tests::services::{AppImage, Kbs, Registry};
+use vm_tests::services::{AppImage, Kbs, Registry, ALLOW_SAMPLE_POLICY};
 use vm_tests::shim::{rpc_err, RpcError, Shim};
 use vm_tests::Vm;
 
@@ -57,6 +57,9 @@ fn refused(what: &str, r: Result<(), RpcError>) {
     }
 }
 
+/// A change the host makes to the runtime's CreateContainer.
+type Attack = fn(&mut agent::CreateContainerRequest);
+
 fn process_mut(r: &mut agent::CreateContainerRequest) -> &mut oci::Process {
     r.OCI.as_mut().unwrap().Process.as_mut().unwrap()
 }
@@ -79,17 +82,10 @@ async fn create(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn generated_policy_runs_the_pod_and_refuses_the_host_s_attacks() {
-    let work = tempfile::tempdir().unwrap();
-    let guest = Guest::get(&work.path().join("guest")).unwrap();
-    let registry = Registry::start(work.path()).unwrap();
-    let image = AppImage::build(work.path()).unwrap();
-    let tagged = image.push(&registry, "plain", "app").unwrap();
-    let kbs = Kbs::start().await.unwrap();
-
-    // The owner's generation: resolved at the registry's host address, pinned under the
-    // address the guest pulls from.
+/// The owner's generation for a Pod running `tagged`: resolved at the registry's host
+/// address, pinned under the address the guest pulls from; its initdata digest
+/// registered with the KBS.
+async fn owner_generates(registry: &Registry, kbs: &Kbs, tagged: &str) -> coco_policy::Generated {
     let client = RegistryClient::new(RegistryOptions {
         platform: Platform::default(),
         insecure_registries: vec![registry.host_addr()],
@@ -108,10 +104,28 @@ async fn generated_policy_runs_the_pod_and_refuses_the_host_s_attacks() {
             insecure_registries: vec![registry.guest_addr()],
         },
     };
-    let generated = coco_policy::generate(&manifest(&tagged), &opts)
+    let generated = coco_policy::generate(&manifest(tagged), &opts)
         .await
         .unwrap();
     assert_eq!(generated.pods.len(), 1);
+    kbs.set_reference_values(&serde_json::json!({
+        "init_data_digest": [generated.pods[0].initdata.digest_hex()]
+    }))
+    .await
+    .unwrap();
+    generated
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_policy_runs_the_pod_and_refuses_the_host_s_attacks() {
+    let work = tempfile::tempdir().unwrap();
+    let guest = Guest::get(&work.path().join("guest")).unwrap();
+    let registry = Registry::start(work.path()).unwrap();
+    let image = AppImage::build(work.path()).unwrap();
+    let tagged = image.push(&registry, "plain", "app").unwrap();
+    let kbs = Kbs::start().await.unwrap();
+
+    let generated = owner_generates(&registry, &kbs, &tagged).await;
     let gen = &generated.pods[0];
     let digest = digest_of(&registry, "app:plain").unwrap();
     let pinned_ref = pinned(&tagged, &digest);
@@ -121,12 +135,6 @@ async fn generated_policy_runs_the_pod_and_refuses_the_host_s_attacks() {
         "{}",
         generated.manifest
     );
-    // The KBS knows this pod's initdata.
-    kbs.set_reference_values(&serde_json::json!({
-        "init_data_digest": [gen.initdata.digest_hex()]
-    }))
-    .await
-    .unwrap();
 
     let mut pod_vm = PodVm::new(gen.initdata.toml.clone());
     pod_vm.cmdline_extra = "agent.attester=sample".into();
@@ -177,7 +185,7 @@ async fn generated_policy_runs_the_pod_and_refuses_the_host_s_attacks() {
     }
 
     // (a)-(c) The pinned image with another process.
-    let attacks: [(&str, &str, fn(&mut agent::CreateContainerRequest)); 3] = [
+    let attacks: [(&str, &str, Attack); 3] = [
         ("other args", "appa", |r| {
             process_mut(r).Args = vec!["/bin/sh".into(), "-c".into(), "echo pwned".into()]
         }),
@@ -257,6 +265,61 @@ async fn generated_policy_runs_the_pod_and_refuses_the_host_s_attacks() {
     );
 
     for c in ["app1", "app2", pod.sandbox_id.as_str()] {
+        shim.stop(c).await.unwrap();
+    }
+    shim.destroy_sandbox().await.unwrap();
+    vm.wait_exit(Duration::from_secs(60)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_policy_runs_an_encrypted_pod() {
+    const KEK_ID: &str = "kbs:///default/image-kek/app";
+    let work = tempfile::tempdir().unwrap();
+    let guest = Guest::get(&work.path().join("guest")).unwrap();
+    let registry = Registry::start(work.path()).unwrap();
+    let image = AppImage::build(work.path()).unwrap();
+    let kek = image.encrypt(KEK_ID).unwrap();
+    let tagged = image.push(&registry, "encrypted", "app").unwrap();
+    let kbs = Kbs::start().await.unwrap();
+    kbs.set_resource("default/image-kek/app", &kek)
+        .await
+        .unwrap();
+    kbs.set_resource_policy(ALLOW_SAMPLE_POLICY).await.unwrap();
+    let generated = owner_generates(&registry, &kbs, &tagged).await;
+    let gen = &generated.pods[0];
+    let pinned_ref = pinned(&tagged, &digest_of(&registry, "app:encrypted").unwrap());
+    assert_eq!(gen.data.containers[0].image, pinned_ref, "the pin");
+
+    let mut pod_vm = PodVm::new(gen.initdata.toml.clone());
+    pod_vm.cmdline_extra = "agent.attester=sample".into();
+    let (vm, mut shim) = pod_vm.boot(&guest).await.unwrap();
+    shim.setup_network().await.unwrap();
+    let pod = kube_pod();
+    shim.create_kube_sandbox(&pod)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", vm.diagnostics()));
+    // Encryption leaves the config alone: containerd runs the same process.
+    let t = Instant::now();
+    let r = k8s::container_request(&pod, "app1", &app(&pinned_ref));
+    create(&mut shim, &vm, &pod, &r)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", vm.diagnostics()));
+    let run = shim.run_app("app1", t).await.unwrap();
+    assert!(
+        run.stdout.contains("hello from a confidential pod"),
+        "{run:?}\n{}",
+        vm.diagnostics()
+    );
+    assert!(
+        vm.serial().contains("attested to the KBS"),
+        "{}",
+        vm.diagnostics()
+    );
+    eprintln!(
+        "the generated policy ran the encrypted pod: {:?}",
+        run.stdout
+    );
+    for c in ["app1", pod.sandbox_id.as_str()] {
         shim.stop(c).await.unwrap();
     }
     shim.destroy_sandbox().await.unwrap();
