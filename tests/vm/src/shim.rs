@@ -25,7 +25,8 @@ pub struct RpcError {
     pub detail: String,
 }
 
-fn rpc_err(rpc: &'static str) -> impl FnOnce(ttrpc::Error) -> RpcError {
+/// Maps a ttrpc error of `rpc` to an [`RpcError`], keeping the status code.
+pub fn rpc_err(rpc: &'static str) -> impl FnOnce(ttrpc::Error) -> RpcError {
     move |e| match e {
         ttrpc::Error::RpcStatus(s) => RpcError {
             rpc,
