@@ -146,7 +146,11 @@ mod tests {
                 })),
             })
             .unwrap();
-        assert!(token.len() < coco_jose::jwt::MAX_TOKEN_LEN, "{}", token.len());
+        assert!(
+            token.len() < coco_jose::jwt::MAX_TOKEN_LEN,
+            "{}",
+            token.len()
+        );
         let claims = issuer.verify(&token).unwrap();
         assert_eq!(claims["init_data"]["digest"], "ab".repeat(48));
         assert_eq!(claims["init_data"]["algorithm"], "sha384");
