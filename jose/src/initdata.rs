@@ -320,17 +320,22 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn a_gzip_bomb_stops_at_the_bound() {
-        // 5 MiB of zeros compresses to a few KiB: the header length is small, the
-        // decompressed text is over MAX_LEN.
+    /// A disk whose gzip stream holds `text` as is (no TOML check on the way in).
+    fn raw_disk(text: &[u8]) -> Vec<u8> {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        gz.write_all(&vec![b' '; (MAX_LEN + 1024) as usize])
-            .unwrap();
+        gz.write_all(text).unwrap();
         let z = gz.finish().unwrap();
         let mut disk = MAGIC.to_vec();
         disk.extend_from_slice(&(z.len() as u64).to_le_bytes());
         disk.extend_from_slice(&z);
+        disk
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_bound() {
+        // Just over MAX_LEN of spaces compresses to a few KiB: the header length is
+        // small, the decompressed text is over the bound.
+        let disk = raw_disk(&vec![b' '; (MAX_LEN + 1024) as usize]);
         assert!(matches!(
             Initdata::from_disk(disk.as_slice()),
             Err(InitdataError::TooLarge(_))
@@ -339,12 +344,7 @@ mod tests {
 
     #[test]
     fn non_utf8_text_is_refused() {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        gz.write_all(&[0xff, 0xfe, 0x00]).unwrap();
-        let z = gz.finish().unwrap();
-        let mut disk = MAGIC.to_vec();
-        disk.extend_from_slice(&(z.len() as u64).to_le_bytes());
-        disk.extend_from_slice(&z);
+        let disk = raw_disk(&[0xff, 0xfe, 0x00]);
         assert!(matches!(
             Initdata::from_disk(disk.as_slice()),
             Err(InitdataError::NotText(_))
