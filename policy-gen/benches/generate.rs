@@ -89,6 +89,7 @@ fn main() {
             kbs_url: "https://kbs.example:8080".into(),
             kbs_cert_pem: None,
             insecure_registries: vec![],
+            image_policy: None,
         },
     };
     let rt = tokio::runtime::Builder::new_current_thread()

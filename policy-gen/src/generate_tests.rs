@@ -29,6 +29,7 @@ impl Fixture {
                 kbs_url: "https://kbs.example:8080".into(),
                 kbs_cert_pem: Some(PEM.into()),
                 insecure_registries: vec![],
+                image_policy: None,
             },
         }
     }

@@ -27,6 +27,10 @@ pub struct Settings {
     pub kbs_cert_pem: Option<String>,
     /// `host:port` of registries the guest reaches over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// The pod's image policy (containers-policy.json, with `encryptedLayers`), put
+    /// inline into `cdh.toml` `[image] image_security_policy`; the guest enforces it
+    /// on every pull.
+    pub image_policy: Option<String>,
 }
 
 impl Settings {
@@ -40,6 +44,11 @@ impl Settings {
             })?;
         if rest.is_empty() || rest.contains(char::is_whitespace) {
             return Err(Error::Settings(format!("KBS URL {u:?} has no host")));
+        }
+        if let Some(p) = &self.image_policy {
+            // The guest's own parser: a policy it would refuse is refused here.
+            image_mgmt::policy::Policy::parse(p.as_bytes(), None)
+                .map_err(|e| Error::Settings(format!("image policy: {e}")))?;
         }
         if let Some(pem) = &self.kbs_cert_pem {
             if !pem.contains("-----BEGIN CERTIFICATE-----") {
@@ -76,6 +85,7 @@ pub fn build(s: &Settings, policy: &str) -> Result<Initdata> {
     let mut kbc = vec![("name", Value::String("cc_kbc".into())), ("url", url)];
     kbc.extend(cert.map(|c| ("kbs_cert", c)));
     let mut cdh = vec![("kbc", table(kbc))];
+    let mut image = Vec::new();
     if !s.insecure_registries.is_empty() {
         let regs = s
             .insecure_registries
@@ -83,10 +93,13 @@ pub fn build(s: &Settings, policy: &str) -> Result<Initdata> {
             .cloned()
             .map(Value::String)
             .collect();
-        cdh.push((
-            "image",
-            table([("insecure_registries", Value::Array(regs))]),
-        ));
+        image.push(("insecure_registries", Value::Array(regs)));
+    }
+    if let Some(p) = &s.image_policy {
+        image.push(("image_security_policy", Value::String(p.clone())));
+    }
+    if !image.is_empty() {
+        cdh.push(("image", table(image)));
     }
     let mut data = Table::new();
     data.insert("aa.toml".into(), Value::String(to_toml(&aa)?));
@@ -112,6 +125,7 @@ mod tests {
             kbs_url: "https://kbs.example:8080".into(),
             kbs_cert_pem: Some(PEM.into()),
             insecure_registries: vec!["10.0.2.2:5000".into()],
+            image_policy: None,
         };
         let policy = "package agent_policy\nx := `a'''b\"\"\"c`\n";
         let d = build(&s, policy).unwrap();
@@ -165,5 +179,33 @@ mod tests {
             ..ok
         };
         assert!(build(&s, "").is_err());
+    }
+
+    #[test]
+    fn the_image_policy_reaches_the_guest_settings_and_a_bad_one_is_refused() {
+        let policy = r#"{"default":[{"type":"reject"}],"transports":{"docker":{"10.0.2.2:5000/app":[{"type":"encryptedLayers"}]}}}"#;
+        let s = Settings {
+            kbs_url: "https://kbs.example:8080".into(),
+            kbs_cert_pem: None,
+            insecure_registries: vec!["10.0.2.2:5000".into()],
+            image_policy: Some(policy.into()),
+        };
+        let d = build(&s, "package agent_policy\n").unwrap();
+        // Read back with the agent's cdh.toml parser.
+        let g = image_mgmt::settings::ImageSettings::from_cdh_toml(&d.data["cdh.toml"]).unwrap();
+        assert_eq!(g.insecure_registries, ["10.0.2.2:5000"]);
+        assert!(
+            matches!(&g.policy, image_mgmt::settings::PolicySource::Inline(t) if t == policy),
+            "{:?}",
+            g.policy
+        );
+        let bad = Settings {
+            image_policy: Some(r#"{"default":[{"type":"sometimesSigned"}]}"#.into()),
+            ..s
+        };
+        assert!(matches!(
+            build(&bad, "package agent_policy\n"),
+            Err(Error::Settings(_))
+        ));
     }
 }

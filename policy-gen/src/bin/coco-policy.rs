@@ -72,6 +72,12 @@ struct Cli {
     /// plain HTTP) instead; the pinned reference keeps REGISTRY. Repeatable.
     #[arg(long = "resolve-via", value_name = "REGISTRY=ADDR")]
     resolve_via: Vec<String>,
+    /// The pod's image policy (containers-policy.json; `{"type":"encryptedLayers"}`
+    /// refuses any plain layer, `sigstoreSigned` any image without the key's
+    /// signature). Written into the initdata's cdh.toml; the guest enforces it on
+    /// every pull.
+    #[arg(long, value_name = "POLICY.JSON")]
+    image_policy: Option<PathBuf>,
     /// Registry credentials (auth.json / Docker config.json).
     #[arg(long)]
     auth_file: Option<PathBuf>,
@@ -142,6 +148,13 @@ async fn main() -> anyhow::Result<()> {
             kbs_url: cli.kbs_url.clone(),
             kbs_cert_pem,
             insecure_registries: cli.insecure_registries.clone(),
+            image_policy: cli
+                .image_policy
+                .as_ref()
+                .map(|p| {
+                    std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+                })
+                .transpose()?,
         },
     };
     let g = coco_policy::generate(&text, &opts).await?;
