@@ -84,8 +84,13 @@ async fn create(
 
 /// The owner's generation for a Pod running `tagged`: resolved at the registry's host
 /// address, pinned under the address the guest pulls from; its initdata digest
-/// registered with the KBS.
-async fn owner_generates(registry: &Registry, kbs: &Kbs, tagged: &str) -> coco_policy::Generated {
+/// registered with the KBS; `image_policy` goes into its cdh.toml.
+async fn owner_generates(
+    registry: &Registry,
+    kbs: &Kbs,
+    tagged: &str,
+    image_policy: Option<String>,
+) -> coco_policy::Generated {
     let client = RegistryClient::new(RegistryOptions {
         platform: Platform::default(),
         insecure_registries: vec![registry.host_addr()],
@@ -102,6 +107,7 @@ async fn owner_generates(registry: &Registry, kbs: &Kbs, tagged: &str) -> coco_p
             kbs_url: kbs.guest_url(),
             kbs_cert_pem: Some(kbs.ca_pem.clone()),
             insecure_registries: vec![registry.guest_addr()],
+            image_policy,
         },
     };
     let generated = coco_policy::generate(&manifest(tagged), &opts)
@@ -125,7 +131,7 @@ async fn generated_policy_runs_the_pod_and_refuses_the_host_s_attacks() {
     let tagged = image.push(&registry, "plain", "app").unwrap();
     let kbs = Kbs::start().await.unwrap();
 
-    let generated = owner_generates(&registry, &kbs, &tagged).await;
+    let generated = owner_generates(&registry, &kbs, &tagged, None).await;
     let gen = &generated.pods[0];
     let digest = digest_of(&registry, "app:plain").unwrap();
     let pinned_ref = pinned(&tagged, &digest);
@@ -287,7 +293,14 @@ async fn generated_policy_runs_an_encrypted_pod() {
         .await
         .unwrap();
     kbs.set_resource_policy(ALLOW_SAMPLE_POLICY).await.unwrap();
-    let generated = owner_generates(&registry, &kbs, &tagged).await;
+    // The owner also requires encrypted layers for its repository, nothing else.
+    let image_policy = serde_json::json!({
+        "default": [{"type": "reject"}],
+        "transports": {"docker": {
+            format!("{}/app", registry.guest_addr()): [{"type": "encryptedLayers"}],
+        }}
+    });
+    let generated = owner_generates(&registry, &kbs, &tagged, Some(image_policy.to_string())).await;
     let gen = &generated.pods[0];
     let pinned_ref = pinned(&tagged, &digest_of(&registry, "app:encrypted").unwrap());
     assert_eq!(gen.data.containers[0].image, pinned_ref, "the pin");
