@@ -19,6 +19,17 @@ pub const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(240);
 /// The pod's initdata TOML: the KBS the guest attests to (with its CA), the
 /// registry it may reach over plain HTTP, and optionally an agent policy.
 pub fn initdata_toml(kbs: Option<&Kbs>, registry: &Registry, policy: Option<&str>) -> String {
+    initdata_toml_with_image_policy(kbs, registry, policy, None)
+}
+
+/// [`initdata_toml`] with the pod's image policy (containers-policy.json) inline in
+/// `cdh.toml` `[image] image_security_policy`.
+pub fn initdata_toml_with_image_policy(
+    kbs: Option<&Kbs>,
+    registry: &Registry,
+    policy: Option<&str>,
+    image_policy: Option<&str>,
+) -> String {
     let mut t = String::from("version = \"0.1.0\"\nalgorithm = \"sha384\"\n\n[data]\n");
     if let Some(kbs) = kbs {
         t.push_str(&format!(
@@ -28,9 +39,13 @@ pub fn initdata_toml(kbs: Option<&Kbs>, registry: &Registry, policy: Option<&str
         ));
     }
     t.push_str(&format!(
-        "\"cdh.toml\" = '''\n[image]\ninsecure_registries = [\"{}\"]\n'''\n",
+        "\"cdh.toml\" = '''\n[image]\ninsecure_registries = [\"{}\"]\n",
         registry.guest_addr()
     ));
+    if let Some(p) = image_policy {
+        t.push_str(&format!("image_security_policy = \"\"\"\n{p}\n\"\"\"\n"));
+    }
+    t.push_str("'''\n");
     if let Some(p) = policy {
         t.push_str(&format!("\"policy.rego\" = '''\n{p}'''\n"));
     }

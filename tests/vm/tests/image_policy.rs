@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use vm_tests::attacks::push_with_plain_layer;
 use vm_tests::guest::Guest;
-use vm_tests::pod::{confidential_policy_with_logs, PodVm};
+use vm_tests::pod::{confidential_policy_with_logs, initdata_toml_with_image_policy, PodVm};
 use vm_tests::services::{AppImage, Kbs, Registry, ALLOW_SAMPLE_POLICY};
 
 const KEK_ID: &str = "kbs:///default/image-kek/app";
@@ -50,21 +50,6 @@ fn cosign_public_key(dir: &std::path::Path) -> Vec<u8> {
     std::fs::read(public).unwrap()
 }
 
-/// The initdata the pod owner writes: KBS, plain-HTTP registry, the default agent
-/// policy with logs, and the image policy inline in `cdh.toml`.
-fn initdata_toml(kbs: &Kbs, registry: &Registry, image_policy: &serde_json::Value) -> String {
-    let reg = registry.guest_addr();
-    format!(
-        "version = \"0.1.0\"\nalgorithm = \"sha384\"\n\n[data]\n\
-         \"aa.toml\" = '''\n[token_configs]\n[token_configs.kbs]\nurl = \"{url}\"\ncert = \"\"\"\n{ca}\"\"\"\n'''\n\
-         \"cdh.toml\" = '''\n[image]\ninsecure_registries = [\"{reg}\"]\nimage_security_policy = \"\"\"\n{image_policy}\n\"\"\"\n'''\n\
-         \"policy.rego\" = '''\n{rego}'''\n",
-        url = kbs.guest_url(),
-        ca = kbs.ca_pem,
-        rego = confidential_policy_with_logs(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initdata_image_policy_refuses_a_plaintext_layer_and_an_unsigned_image() {
     let work = tempfile::tempdir().unwrap();
@@ -94,7 +79,14 @@ async fn initdata_image_policy_refuses_a_plaintext_layer_and_an_unsigned_image()
                                         "signedIdentity": {"type": "matchRepository"}}],
         }}
     });
-    let mut pod = PodVm::new(initdata_toml(&kbs, &registry, &image_policy));
+    // The owner's initdata: KBS, plain-HTTP registry, the default agent policy with
+    // logs, and the image policy.
+    let mut pod = PodVm::new(initdata_toml_with_image_policy(
+        Some(&kbs),
+        &registry,
+        Some(&confidential_policy_with_logs()),
+        Some(&image_policy.to_string()),
+    ));
     pod.cmdline_extra = "agent.attester=sample".into();
     kbs.register_initdata(&pod.initdata_toml).await.unwrap();
     let (vm, mut shim) = pod.boot(&guest).await.unwrap();
